@@ -1,0 +1,345 @@
+"""Typed configuration: one YAML file, validated at start-up.
+
+The file is parsed into pydantic models; every validation error is reported as
+``file:line: key.path: message`` so an operator can jump straight to the mistake. Every
+upstream's targets can be replaced from the environment with ``ONEGATE_UPSTREAM_<NAME>_URL``
+(comma-separated for several targets), the way the seed's gateway was configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from onegate.errors import ConfigError
+
+CONFIG_ENV = "ONEGATE_CONFIG"
+UPSTREAM_URL_ENV = "ONEGATE_UPSTREAM_{name}_URL"
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "onegate.yaml"
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+KNOWN_METHODS = frozenset(IDEMPOTENT_METHODS | {"POST", "PATCH", "CONNECT"})
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Model(BaseModel):
+    """Base of every config object: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Model):
+    connect: Seconds = 2.0
+    """Seconds to open a connection to a target (not counting time waiting in the pool)."""
+    read: Seconds = 30.0
+    """Longest silence, in seconds, while waiting for the upstream's next bytes."""
+    total: Seconds | None = None
+    """Deadline for the whole upstream exchange, body included. None: no deadline (streams)."""
+
+
+class Retries(Model):
+    attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    """Extra attempts after the first. Idempotent methods only, unless the request never left."""
+    on_statuses: list[Annotated[int, Field(ge=500, le=599)]] = Field(
+        default_factory=lambda: [502, 503, 504]
+    )
+    """Upstream statuses that count as retryable for idempotent methods."""
+    buffer_bytes: Annotated[int, Field(ge=0)] = 65536
+    """A request body up to this size is kept so it can be replayed on a retry."""
+
+
+class Pool(Model):
+    max_connections: Annotated[int, Field(ge=1)] = 256
+    """Connections per target; requests beyond this wait (bounded by the connect timeout)."""
+    idle_timeout: Seconds = 4.0
+    """Close pooled connections idle this long. Keep it below the upstream's keep-alive timeout
+    (Next.js closes idle sockets after 5 s, gunicorn after 2 s) to avoid the keep-alive race."""
+
+
+class HealthCheck(Model):
+    path: str = "/"
+    """Path probed with GET on each target."""
+    interval: Seconds = 5.0
+    timeout: Seconds = 1.0
+    healthy_threshold: Annotated[int, Field(ge=1)] = 1
+    """Consecutive successes that mark an unhealthy target healthy again."""
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 2
+    """Consecutive failures (connect error, timeout or 5xx) that mark a target unhealthy."""
+
+
+class Breaker(Model):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    """Consecutive failures that open the breaker (and eject the target from balancing)."""
+    open_seconds: Seconds = 10.0
+    """How long an open breaker rejects requests before letting a probe through (half-open)."""
+    half_open_probes: Annotated[int, Field(ge=1)] = 1
+    """Requests let through while half-open; all must succeed to close the breaker."""
+    failure_statuses: list[Annotated[int, Field(ge=500, le=599)]] = Field(
+        default_factory=lambda: [502, 503, 504]
+    )
+    """Upstream statuses counted as failures, besides connect errors, resets and timeouts."""
+
+
+class UpstreamConfig(Model):
+    targets: list[str] = Field(min_length=1)
+    """``http://host:port`` URLs, or ``asgi:module:attribute`` for an in-process ASGI app."""
+    balance: Literal["round_robin", "least_outstanding"] = "round_robin"
+    pool: Pool = Pool()
+    health: HealthCheck | None = None
+    """Active health checks; None disables them (passive ejection still applies)."""
+    breaker: Breaker = Breaker()
+
+    @field_validator("targets")
+    @classmethod
+    def _valid_targets(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            if target.startswith("asgi:"):
+                if target.count(":") != 2:
+                    raise ValueError(f"{target!r}: expected asgi:module:attribute")
+            elif not re.match(r"^http://[^/\s]+(:\d+)?/?$", target):
+                raise ValueError(f"{target!r}: expected http://host:port or asgi:module:attr")
+        return targets
+
+
+class Match(Model):
+    prefix: str | None = None
+    """Path prefix, matched on segment boundaries (``/api`` matches ``/api/x``, not ``/apix``)."""
+    path: str | None = None
+    """Path template: ``/users/{id}``; a final ``{rest:path}`` matches the remaining segments."""
+    methods: list[str] | None = None
+    """Allowed methods; None allows all. A path match with another method answers 405."""
+    host: str | None = None
+    """Host to match (without port); ``*.example.com`` matches one subdomain level."""
+
+    @model_validator(mode="after")
+    def _one_path_kind(self) -> Match:
+        if (self.prefix is None) == (self.path is None):
+            raise ValueError("set exactly one of 'prefix' or 'path'")
+        for value in (self.prefix, self.path):
+            if value is not None and not value.startswith("/"):
+                raise ValueError(f"{value!r} must start with '/'")
+        return self
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str] | None) -> list[str] | None:
+        if methods is None:
+            return None
+        upper = [m.upper() for m in methods]
+        unknown = [m for m in upper if m not in KNOWN_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s): {', '.join(unknown)}")
+        return upper
+
+
+class RouteConfig(Model):
+    name: str
+    """Unique name, used in logs, metrics and ``onegate check``."""
+    match: Match
+    upstream: str
+    """Name of an entry under ``upstreams``."""
+    strip_prefix: str | None = None
+    """Remove this prefix from the path before forwarding."""
+    rewrite_prefix: str | None = None
+    """Put this prefix in front of the (possibly stripped) path before forwarding."""
+    timeouts: Timeouts = Timeouts()
+    retries: Retries = Retries()
+    max_body_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Override of ``server.max_body_bytes`` for this route."""
+    check_path: str | None = None
+    """Path ``onegate check`` probes for this route; defaults to the route's prefix or template."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("use letters, digits, '-' and '_', starting with a letter")
+        return name
+
+
+class ServerConfig(Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1)] | None = None
+    """Worker processes; None means one per CPU core."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """CIDRs of proxies in front of onegate whose X-Forwarded-For / Forwarded hops are trusted."""
+    max_body_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024 * 1024
+    """Largest request body accepted (413 beyond). None: unlimited (bodies are streamed)."""
+    max_header_bytes: Annotated[int, Field(ge=256)] = 32 * 1024
+    """Largest total size of the request line and headers (431 beyond)."""
+    drain_seconds: Seconds = 30.0
+    """On SIGTERM, how long in-flight requests and streams may take to finish."""
+    watch_config: bool = True
+    """Reload when the config file changes (SIGHUP always reloads)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_cidrs(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network") from exc
+        return cidrs
+
+
+class GatewayConfig(Model):
+    """The whole configuration file."""
+
+    server: ServerConfig = ServerConfig()
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        names: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.name in names:
+                raise ValueError(f"routes[{index}].name: duplicate route name {route.name!r}")
+            names.add(route.name)
+            if route.upstream not in self.upstreams:
+                raise ValueError(
+                    f"routes[{index}].upstream: unknown upstream {route.upstream!r} "
+                    f"(known: {', '.join(sorted(self.upstreams)) or 'none'})"
+                )
+        for name in self.upstreams:
+            if not _NAME.match(name):
+                raise ValueError(f"upstreams.{name}: use letters, digits, '-' and '_'")
+        return self
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and apply environment overrides. Raises :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", location=str(path)) from exc
+    return Config(parse_config(text, str(path), environ), path)
+
+
+def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayConfig:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", location=f"{source}{line}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping", location=f"{source}:1")
+    data = _apply_env_overrides(data, environ, source)
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        message = first["msg"]
+        if not loc and ": " in message and "." in message.split(": ", 1)[0]:
+            # Cross-reference errors name their own key path ("routes[2].upstream: ...").
+            key_text, message = message.removeprefix("Value error, ").split(": ", 1)
+            loc = [p for p in re.split(r"[.\[\]]+", key_text) if p]
+        key = _format_key(loc)
+        line = _line_of(node, loc)
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(
+            message.removeprefix("Value error, ") + more,
+            location=f"{source}:{line}" if line else source,
+            key=key or None,
+        ) from exc
+
+
+def _apply_env_overrides(
+    data: dict[str, Any], environ: Mapping[str, str], source: str
+) -> dict[str, Any]:
+    upstreams = data.get("upstreams")
+    if not isinstance(upstreams, dict):
+        return data
+    for name, upstream in upstreams.items():
+        variable = UPSTREAM_URL_ENV.format(name=str(name).upper().replace("-", "_"))
+        value = environ.get(variable)
+        if value is None:
+            continue
+        targets = [t.strip() for t in value.split(",") if t.strip()]
+        if not targets:
+            raise ConfigError("is empty", location=f"environment ({source})", key=variable)
+        if isinstance(upstream, dict):
+            upstream["targets"] = targets
+    return data
+
+
+def _format_key(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
+    """Line (1-based) of the deepest YAML node along ``loc`` that exists."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if str(key.value) == part:
+                    child = value if not isinstance(value, yaml.ScalarNode) else key
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            child = node.value[int(part)]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+class Config:
+    """A validated configuration together with the file it came from."""
+
+    def __init__(self, gateway: GatewayConfig, path: Path | None = None) -> None:
+        self.gateway = gateway
+        self.path = path
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with secrets masked."""
+        data = self.gateway.model_dump(mode="json")
+        return _mask(data)
+
+
+_SECRET_KEY = re.compile(r"(secret|password|token|api_?key|private)", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(://)([^/@\s]+)@")
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, key) for v in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.search(key):
+            return "********"
+        return _URL_CREDENTIALS.sub(r"\1********@", value)
+    return value

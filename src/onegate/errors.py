@@ -1,0 +1,191 @@
+"""One error hierarchy for everything onegate reports.
+
+Every error the gateway produces itself derives from :class:`OnegateError`. Errors that reach a
+client become RFC 9457 problem documents (``application/problem+json``); errors that reach the
+CLI become one line naming the file, line and key. Mapping happens once, at the boundary (the
+``errors`` stage and the CLI), never at the place where the error is raised.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+PROBLEM_CONTENT_TYPE = b"application/problem+json"
+PROBLEM_TYPE_BASE = "https://onegate.dev/problems/"
+
+
+class OnegateError(Exception):
+    """Base class of every error onegate raises on purpose."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal gateway error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = dict(headers or {})
+
+    def problem(self, request_id: str | None = None, instance: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 problem document describing this error."""
+        document: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance is not None:
+            document["instance"] = instance
+        if request_id is not None:
+            document["request_id"] = request_id
+        return document
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(OnegateError):
+    """A configuration file or environment override is invalid.
+
+    ``location`` is ``file:line`` when it is known, so the CLI can print one line that points
+    at the offending key.
+    """
+
+    slug = "config-error"
+    title = "Invalid configuration"
+
+    def __init__(self, detail: str, *, location: str | None = None, key: str | None = None) -> None:
+        super().__init__(detail)
+        self.location = location
+        self.key = key
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}{key}{self.detail}"
+
+
+# --- client errors ---------------------------------------------------------------------------
+
+
+class BadRequest(OnegateError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class AmbiguousFraming(BadRequest):
+    """Conflicting message framing, the raw material of request smuggling."""
+
+    slug = "ambiguous-framing"
+    title = "Ambiguous HTTP framing"
+
+
+class RouteNotFound(OnegateError):
+    status = 404
+    slug = "not-found"
+    title = "No route matches this request"
+
+
+class MethodNotAllowed(OnegateError):
+    status = 405
+    slug = "method-not-allowed"
+    title = "Method not allowed on this route"
+
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__(
+            f"Allowed methods: {', '.join(allowed)}", headers={"allow": ", ".join(allowed)}
+        )
+        self.allowed = allowed
+
+
+class PayloadTooLarge(OnegateError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Request body too large"
+
+
+class HeadersTooLarge(OnegateError):
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
+
+
+# --- upstream errors -------------------------------------------------------------------------
+
+
+class UpstreamError(OnegateError):
+    """Something went wrong between the gateway and an upstream."""
+
+    status = 502
+    slug = "bad-gateway"
+    title = "Bad gateway"
+
+    #: True when the request provably never reached the upstream, so any method may be retried.
+    never_sent: bool = False
+
+
+class UpstreamConnectError(UpstreamError):
+    """The connection was refused or could not be opened: the request never left."""
+
+    slug = "upstream-unreachable"
+    title = "Upstream refused the connection"
+    never_sent = True
+
+
+class UpstreamResetError(UpstreamError):
+    """The upstream closed or reset the connection before a complete response."""
+
+    slug = "upstream-reset"
+    title = "Upstream reset the connection"
+
+
+class UpstreamProtocolError(UpstreamError):
+    slug = "upstream-protocol-error"
+    title = "Upstream sent an invalid HTTP response"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    slug = "upstream-timeout"
+    title = "Upstream timed out"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """Connecting took too long; nothing was sent."""
+
+    slug = "upstream-connect-timeout"
+    title = "Timed out connecting to the upstream"
+    never_sent = True
+
+
+class ServiceUnavailable(OnegateError):
+    """No target can take the request right now; ``retry_after`` tells the client when to retry."""
+
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail, headers={"retry-after": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
+class CircuitOpen(ServiceUnavailable):
+    slug = "circuit-open"
+    title = "Circuit breaker open"
+
+
+class NoHealthyTarget(ServiceUnavailable):
+    slug = "no-healthy-target"
+    title = "No healthy upstream target"
+
+
+class ShuttingDown(ServiceUnavailable):
+    slug = "shutting-down"
+    title = "Gateway is shutting down"
+
+
+def problem_body(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()

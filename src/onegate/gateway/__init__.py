@@ -1,0 +1,1 @@
+"""The data plane: routing, upstreams and the proxy, composed into one ASGI app."""
