@@ -240,9 +240,9 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        at_line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", location=f"{source}{line}") from exc
+        raise ConfigError(f"invalid YAML: {problem}", location=f"{source}{at_line}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -259,11 +259,11 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
             key_text, message = message.removeprefix("Value error, ").split(": ", 1)
             loc = [p for p in re.split(r"[.\[\]]+", key_text) if p]
         key = _format_key(loc)
-        line = _line_of(node, loc)
+        line_number = _line_of(node, loc)
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ConfigError(
             message.removeprefix("Value error, ") + more,
-            location=f"{source}:{line}" if line else source,
+            location=f"{source}:{line_number}" if line_number else source,
             key=key or None,
         ) from exc
 
@@ -325,8 +325,8 @@ class Config:
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets masked."""
-        data = self.gateway.model_dump(mode="json")
-        return _mask(data)
+        data: dict[str, Any] = _mask(self.gateway.model_dump(mode="json"))
+        return data
 
 
 _SECRET_KEY = re.compile(r"(secret|password|token|api_?key|private)", re.IGNORECASE)

@@ -112,6 +112,14 @@ class HeadersTooLarge(OnegateError):
     title = "Request header fields too large"
 
 
+class ClientDisconnected(OnegateError):
+    """The client went away; there is nobody left to answer (logged as 499, nginx's code)."""
+
+    status = 499
+    slug = "client-closed-request"
+    title = "Client closed the request"
+
+
 # --- upstream errors -------------------------------------------------------------------------
 
 

@@ -1,0 +1,178 @@
+"""The ASGI application uvicorn serves: health endpoints, lifespan, reload, then the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+from onegate.config import Config, load_config
+from onegate.errors import ConfigError
+from onegate.gateway.runtime import Runtime
+from onegate.gateway.upstreams import Upstream
+from onegate.types import Receive, Scope, Send
+
+logger = logging.getLogger("onegate.gateway")
+
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+
+
+class Gateway:
+    """Holds the current :class:`Runtime` and swaps it when the configuration changes."""
+
+    def __init__(self, config: Config) -> None:
+        self.runtime = Runtime(config)
+        self.loaded_at = time.time()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self._fingerprint = _fingerprint(config)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path = scope["path"]
+        if kind == "http" and path in (HEALTH_PATH, READY_PATH):
+            await self._health(path, send)
+            return
+        await self.runtime.app(scope, receive, send)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        upstreams = {n: u.describe() for n, u in self.runtime.upstreams.items()}
+        degraded = [n for n, u in upstreams.items() if u["available"] == 0]
+        return {
+            "status": "degraded" if degraded else "ready",
+            "config": {
+                "path": str(self.runtime.source.path) if self.runtime.source.path else None,
+                "loaded_at": self.loaded_at,
+                "reloads": self.reloads,
+                "last_reload_error": self.last_reload_error,
+                "routes": len(self.runtime.config.routes),
+            },
+            "upstreams": upstreams,
+            "unavailable_upstreams": degraded,
+        }
+
+    async def _health(self, path: str, send: Send) -> None:
+        document = {"status": "ok"} if path == HEALTH_PATH else self.readiness()
+        body = json.dumps(document).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    # --- reload ----------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the configuration again; keep serving the old one if the new one is bad."""
+        previous = self.runtime
+        try:
+            config = load_config(previous.source.path)
+            runtime = Runtime(config, previous)
+        except ConfigError as error:
+            self.last_reload_error = str(error)
+            logger.error("configuration rejected, still serving the previous one: %s", error)
+            return False
+        self._fingerprint = _fingerprint(config)
+        runtime.start()
+        self.runtime = runtime
+        self.reloads += 1
+        self.loaded_at = time.time()
+        self.last_reload_error = None
+        for upstream in runtime.retired(previous):
+            task = asyncio.get_running_loop().create_task(self._retire(upstream))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        logger.info("configuration reloaded (%d routes)", len(runtime.config.routes))
+        return True
+
+    async def _retire(self, upstream: Upstream) -> None:
+        """Close a dropped upstream once its in-flight requests are done (or after the grace)."""
+        deadline = time.monotonic() + self.runtime.config.server.drain_seconds
+        # Outstanding counts are plain integers on the hot path; polling them is cheaper than
+        # signalling an event on every request.
+        while any(t.outstanding for t in upstream.targets) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await upstream.aclose()
+
+    async def _watch(self) -> None:
+        """Once a second: expire idle connections and reload if the file changed."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.runtime.sweep()
+            source = self.runtime.source
+            if source.path is None or not self.runtime.config.server.watch_config:
+                continue
+            try:
+                fingerprint = hashlib.sha256(source.path.read_bytes()).hexdigest()
+            except OSError:
+                continue
+            if fingerprint != self._fingerprint:
+                self._fingerprint = fingerprint  # try each new content once
+                self.reload()
+
+    # --- lifespan --------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.runtime.start()
+        self._tasks.append(loop.create_task(self._watch()))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks + list(self._retiring):
+            task.cancel()
+        for task in self._tasks + list(self._retiring):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.runtime.aclose()
+
+
+def _fingerprint(config: Config) -> str | None:
+    if config.path is None:
+        return None
+    try:
+        return hashlib.sha256(config.path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def create_app() -> Gateway:
+    """uvicorn's factory: reads the configuration named by ``ONEGATE_CONFIG``."""
+    return Gateway(load_config())

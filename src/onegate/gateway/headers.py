@@ -1,0 +1,179 @@
+"""Header hygiene: what crosses the gateway, in each direction, and what the gateway adds.
+
+Rules (each one a known proxy pitfall):
+- hop-by-hop headers, and every header a ``Connection`` header names, stop at the gateway;
+  otherwise a client could send ``Connection: X-Forwarded-For`` to make a proxy drop a header
+  it relies on. Framing headers are never taken from the client: the gateway sets them.
+- ``X-Forwarded-*`` and ``Forwarded`` are rebuilt from the real peer; a client's own values are
+  kept only when the peer is a trusted proxy. The client address is the rightmost hop that is
+  not a trusted proxy (everything left of it could be forged).
+- ``X-Request-ID`` is accepted when it looks like an id, generated otherwise, and returned.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+Headers = list[tuple[bytes, bytes]]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+#: Request headers the gateway always sets itself (never forwarded as the client sent them).
+GATEWAY_OWNED_REQUEST = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-real-ip",
+        b"forwarded",
+        b"x-request-id",
+    }
+)
+
+#: Response headers the gateway sets itself.
+GATEWAY_OWNED_RESPONSE = frozenset({b"x-request-id"})
+
+REQUEST_ID = b"x-request-id"
+_REQUEST_ID_SHAPE = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Lower-case names listed in every ``Connection`` header."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return frozenset(named)
+
+
+def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
+    """Headers without hop-by-hop ones, ``Connection``-named ones and those in ``drop``."""
+    named = connection_named(headers) if any(n == b"connection" for n, _ in headers) else None
+    if named:
+        # Framing is decided by the gateway, so a Connection-named framing header changes
+        # nothing but must not make us lose track of the body either.
+        named = named - {b"content-length"}
+        return [
+            (n, v) for n, v in headers if n not in HOP_BY_HOP and n not in drop and n not in named
+        ]
+    return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in drop]
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
+def accept_request_id(value: bytes | None) -> str:
+    """The client's request id when it is safe to propagate, else a fresh one."""
+    if value is not None and _REQUEST_ID_SHAPE.match(value):
+        return value.decode("ascii")
+    return new_request_id()
+
+
+class TrustedProxies:
+    """Decides which hops of a forwarding chain can be believed."""
+
+    def __init__(self, cidrs: Iterable[str]) -> None:
+        self.networks: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+
+def _chain(headers: Sequence[tuple[bytes, bytes]]) -> list[str]:
+    hops: list[str] = []
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            hops += [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+    return hops
+
+
+def _first(headers: Sequence[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None
+
+
+def _forwarded_node(address: str) -> str:
+    if ":" in address:  # IPv6 needs brackets and quotes in Forwarded (RFC 7239 section 6)
+        return f'"[{address}]"'
+    return address if address.replace(".", "").isdigit() else f'"{address}"'
+
+
+class ForwardedInfo:
+    """Who the client is and what the upstream should be told about the hop chain."""
+
+    __slots__ = ("chain", "client_ip", "host", "proto")
+
+    def __init__(self, client_ip: str, chain: list[str], proto: str, host: str) -> None:
+        self.client_ip = client_ip
+        self.chain = chain
+        self.proto = proto
+        self.host = host
+
+    @classmethod
+    def from_request(
+        cls,
+        peer: str,
+        scheme: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        trusted: TrustedProxies,
+    ) -> ForwardedInfo:
+        host_header = _first(headers, b"host")
+        host = host_header.decode("latin-1") if host_header else ""
+        if not trusted.trusts(peer):
+            return cls(peer, [peer], scheme, host)
+        chain = [*_chain(headers), peer]
+        client = peer
+        for hop in reversed(chain):
+            client = hop
+            if not trusted.trusts(hop):
+                break
+        proto_header = _first(headers, b"x-forwarded-proto")
+        host_fwd = _first(headers, b"x-forwarded-host")
+        proto = proto_header.decode("latin-1").strip() if proto_header else scheme
+        return cls(client, chain, proto, host_fwd.decode("latin-1") if host_fwd else host)
+
+    def headers(self) -> Headers:
+        forwarded = ", ".join(f"for={_forwarded_node(hop)}" for hop in self.chain)
+        forwarded += (
+            f';host="{self.host}";proto={self.proto}' if self.host else f";proto={self.proto}"
+        )
+        return [
+            (b"x-forwarded-for", ", ".join(self.chain).encode("latin-1")),
+            (b"x-forwarded-proto", self.proto.encode("latin-1")),
+            (b"x-forwarded-host", self.host.encode("latin-1")),
+            (b"forwarded", forwarded.encode("latin-1")),
+        ]

@@ -1,0 +1,63 @@
+"""The request pipeline: small ASGI stages composed once, in a declared order.
+
+A stage wraps the next one (Starlette's middleware idea). Any stage may answer early, and its
+answer still flows back out through the stages before it, so the outermost stage sees every
+response. The order below is checked when the pipeline is built rather than left to
+convention: a stage placed out of order is a start-up error, not a subtle bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from onegate.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from onegate.gateway.runtime import Runtime
+
+#: Every stage onegate knows, outermost first. Later issues fill in the reserved names.
+STAGE_ORDER: tuple[str, ...] = (
+    "observe",  # request id, timing, the outermost view of every response
+    "errors",  # OnegateError -> RFC 9457 problem document
+    "guard",  # framing and header limits, before anything trusts the request
+    "match",  # route lookup; later stages read the route from the exchange
+    "auth",
+    "rate-limit",
+    "cors",
+    "split",
+    "shadow",
+    "proxy",  # the endpoint: forward to a remote or in-process target
+)
+
+
+class Stage:
+    """Base of every stage: built once per configuration around the next ASGI app."""
+
+    name: ClassVar[str]
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def check_order(names: Sequence[str]) -> None:
+    positions = []
+    for name in names:
+        if name not in STAGE_ORDER:
+            raise ValueError(f"unknown pipeline stage {name!r}")
+        positions.append(STAGE_ORDER.index(name))
+    if positions != sorted(positions) or len(set(positions)) != len(positions):
+        expected = [n for n in STAGE_ORDER if n in names]
+        raise ValueError(f"pipeline stages out of order: {list(names)}; expected {expected}")
+
+
+def compose(stages: Sequence[type[Stage]], endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
+    """Wrap ``endpoint`` in ``stages`` (outermost first) after checking their order."""
+    check_order([*(s.name for s in stages), "proxy"])
+    app = endpoint
+    for stage in reversed(stages):
+        app = stage(app, runtime)
+    return app

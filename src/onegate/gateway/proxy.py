@@ -1,0 +1,187 @@
+"""The endpoint of the pipeline: forward the request to a target and stream the answer back.
+
+Retry rules: a request that provably never reached the upstream (connection refused, connect
+timeout) may be retried whatever its method; otherwise only idempotent methods are retried,
+and only when the body can be sent again. Timeouts after sending are not retried: the
+upstream may still be working on the first attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, ClassVar
+
+from onegate.config import IDEMPOTENT_METHODS
+from onegate.errors import (
+    ClientDisconnected,
+    OnegateError,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from onegate.gateway.body import RequestBody
+from onegate.gateway.exchange import Exchange, exchange_of
+from onegate.gateway.headers import (
+    GATEWAY_OWNED_REQUEST,
+    GATEWAY_OWNED_RESPONSE,
+    REQUEST_ID,
+    filter_headers,
+)
+from onegate.gateway.upstreams import Target, UpstreamRequest, UpstreamResponse
+from onegate.gateway.websocket import proxy_websocket
+from onegate.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from onegate.gateway.runtime import Runtime
+
+
+class ProxyStage:
+    name: ClassVar[str] = "proxy"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.max_body_bytes = runtime.config.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exchange = exchange_of(scope)
+        if scope["type"] == "websocket":
+            await proxy_websocket(scope, receive, send, exchange)
+            return
+        request = self._upstream_request(scope, receive, exchange)
+        target, response = await self._open(request, exchange)
+        await self._relay(target, response, request, exchange, receive, send)
+
+    def _upstream_request(
+        self, scope: Scope, receive: Receive, exchange: Exchange
+    ) -> UpstreamRequest:
+        assert exchange.match is not None and exchange.forwarded is not None
+        route = exchange.match.route.config
+        limit = route.max_body_bytes if route.max_body_bytes is not None else self.max_body_bytes
+        if limit is not None and exchange.body_length is not None and exchange.body_length > limit:
+            raise PayloadTooLarge(f"request body of {exchange.body_length} bytes exceeds {limit}")
+        headers = filter_headers(scope["headers"], GATEWAY_OWNED_REQUEST)
+        headers += exchange.forwarded.headers()
+        headers.append((REQUEST_ID, exchange.request_id.encode("ascii")))
+        body = RequestBody(
+            receive, length=exchange.body_length, chunked=exchange.body_chunked, limit=limit
+        )
+        return UpstreamRequest(
+            method=scope["method"],
+            path=exchange.match.forward_path,
+            query=scope.get("query_string", b""),
+            headers=headers,
+            body=body,
+            timeouts=route.timeouts,
+            scope=scope,
+        )
+
+    async def _open(
+        self, request: UpstreamRequest, exchange: Exchange
+    ) -> tuple[Target, UpstreamResponse]:
+        """Send the request, retrying where that is safe; return once a response head is in."""
+        upstream = exchange.upstream
+        assert upstream is not None and exchange.match is not None
+        retries = exchange.match.route.config.retries
+        failure_statuses = upstream.config.breaker.failure_statuses
+        idempotent = request.method in IDEMPOTENT_METHODS
+        attempts_left = 1 + retries.attempts
+        tried: list[Target] = []
+        while True:
+            target = upstream.pick(tried)
+            tried.append(target)
+            exchange.target = target
+            exchange.attempts += 1
+            attempts_left -= 1
+            target.outstanding += 1
+            try:
+                response = await target.open(request)
+            except UpstreamError as error:
+                target.outstanding -= 1
+                target.breaker.release(False)
+                retryable = error.never_sent or (
+                    idempotent
+                    and not isinstance(error, UpstreamTimeout)
+                    and request.body.replayable
+                )
+                if attempts_left > 0 and retryable:
+                    continue
+                raise
+            except BaseException:
+                # A body that is too large or a client that left says nothing about the target.
+                target.outstanding -= 1
+                target.breaker.release(None)
+                raise
+            status = response.status
+            if (
+                attempts_left > 0
+                and idempotent
+                and status in retries.on_statuses
+                and request.body.replayable
+            ):
+                response.close(reusable=False)
+                target.outstanding -= 1
+                target.breaker.release(False if status in failure_statuses else None)
+                continue
+            return target, response
+
+    async def _relay(
+        self,
+        target: Target,
+        response: UpstreamResponse,
+        request: UpstreamRequest,
+        exchange: Exchange,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Stream the response to the client, chunk by chunk, as the upstream produces it."""
+        upstream = exchange.upstream
+        assert upstream is not None
+        outcome: bool | None = response.status not in upstream.config.breaker.failure_statuses
+        complete = False
+        watcher: asyncio.Task[None] | None = None
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": filter_headers(response.headers, GATEWAY_OWNED_RESPONSE),
+                }
+            )
+            while True:
+                chunk = await response.read_chunk()
+                if chunk is None:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watcher is None:
+                    # More than one piece: a stream. Watch for the client leaving, so an
+                    # endless stream (SSE) does not keep the upstream busy for nobody.
+                    watcher = asyncio.get_running_loop().create_task(
+                        _watch_disconnect(receive, response)
+                    )
+            complete = True
+        except UpstreamError:
+            outcome = False
+            raise
+        except (ClientDisconnected, OSError) as error:
+            outcome = None
+            raise ClientDisconnected("client disconnected during the response") from error
+        except OnegateError:
+            outcome = None
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            response.close(reusable=complete)
+            target.outstanding -= 1
+            target.breaker.release(outcome if complete or outcome is False else None)
+
+
+async def _watch_disconnect(receive: Receive, response: UpstreamResponse) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            response.abort(ClientDisconnected("client disconnected"))
+            return

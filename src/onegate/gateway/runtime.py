@@ -1,0 +1,60 @@
+"""Everything built from one configuration: router, upstreams and the composed pipeline.
+
+A reload builds a new Runtime and swaps it in; requests already running keep the objects they
+started with. Upstreams whose configuration did not change are carried over, so their pools,
+health state and breakers survive a reload.
+"""
+
+from __future__ import annotations
+
+from onegate.config import Config, GatewayConfig
+from onegate.errors import ConfigError
+from onegate.gateway.headers import TrustedProxies
+from onegate.gateway.pipeline import compose
+from onegate.gateway.proxy import ProxyStage
+from onegate.gateway.routing import Router
+from onegate.gateway.stages.errors import ErrorsStage
+from onegate.gateway.stages.guard import GuardStage
+from onegate.gateway.stages.match import MatchStage
+from onegate.gateway.stages.observe import ObserveStage
+from onegate.gateway.upstreams import Upstream
+from onegate.types import ASGIApp
+
+STAGES = (ObserveStage, ErrorsStage, GuardStage, MatchStage)
+
+
+class Runtime:
+    def __init__(self, source: Config, previous: Runtime | None = None) -> None:
+        self.source = source
+        self.config: GatewayConfig = source.gateway
+        self.trusted_proxies = TrustedProxies(self.config.server.trusted_proxies)
+        try:
+            self.router = Router(self.config.routes)
+        except ValueError as exc:
+            raise ConfigError(str(exc), location=str(source.path) if source.path else None) from exc
+        carried = previous.upstreams if previous is not None else {}
+        self.upstreams: dict[str, Upstream] = {}
+        for name, upstream_config in self.config.upstreams.items():
+            old = carried.get(name)
+            if old is not None and old.config == upstream_config:
+                self.upstreams[name] = old
+            else:
+                self.upstreams[name] = Upstream(name, upstream_config)
+        self.app: ASGIApp = compose(STAGES, ProxyStage(self), self)
+
+    def retired(self, previous: Runtime) -> list[Upstream]:
+        """Upstreams of ``previous`` that this runtime no longer uses."""
+        kept = {id(u) for u in self.upstreams.values()}
+        return [u for u in previous.upstreams.values() if id(u) not in kept]
+
+    def start(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.start()
+
+    def sweep(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.sweep()
+
+    async def aclose(self) -> None:
+        for upstream in self.upstreams.values():
+            await upstream.aclose()

@@ -1,0 +1,64 @@
+"""Runs the gateway under uvicorn: one process, or a supervisor with N workers.
+
+uvicorn gives us the HTTP/1.1 and WebSocket server, ``--workers`` supervision and graceful
+shutdown: on SIGTERM it stops accepting, lets in-flight requests and streams finish for up to
+``server.drain_seconds``, then exits. SIGHUP reloads the configuration in place (each worker
+reloads itself), instead of uvicorn's default of restarting the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from onegate.config import CONFIG_ENV, Config
+
+
+class ReloadingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor, with SIGHUP passed on to the workers."""
+
+    def handle_hup(self) -> None:
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def serve(
+    config: Config, *, host: str | None = None, port: int | None = None, workers: int | None = None
+) -> None:
+    server_config = config.gateway.server
+    workers = workers or server_config.workers or default_workers()
+    if config.path is not None:
+        os.environ[CONFIG_ENV] = str(config.path.resolve())  # the workers load it again
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    uv_config = uvicorn.Config(
+        "onegate.gateway.app:create_app",
+        factory=True,
+        host=host or server_config.host,
+        port=server_config.port if port is None else port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="on",
+        proxy_headers=False,  # onegate builds X-Forwarded-* itself, from trusted_proxies
+        server_header=False,
+        access_log=False,
+        timeout_graceful_shutdown=int(server_config.drain_seconds),
+        timeout_keep_alive=75,
+        log_level="info",
+    )
+    server = uvicorn.Server(uv_config)
+    if workers == 1:
+        server.run()
+        return
+    sock = uv_config.bind_socket()
+    ReloadingSupervisor(uv_config, sockets=[sock]).run()

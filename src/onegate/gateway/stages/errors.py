@@ -1,0 +1,86 @@
+"""Turns every OnegateError into an RFC 9457 problem document carrying the request id."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+from onegate.errors import (
+    PROBLEM_CONTENT_TYPE,
+    AmbiguousFraming,
+    BadRequest,
+    ClientDisconnected,
+    HeadersTooLarge,
+    OnegateError,
+    PayloadTooLarge,
+    problem_body,
+)
+from onegate.gateway.exchange import exchange_of
+from onegate.gateway.pipeline import Stage
+from onegate.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from onegate.gateway.runtime import Runtime
+
+logger = logging.getLogger("onegate.errors")
+
+#: After these the connection is closed: the rest of the request body is unread or ambiguous.
+_CLOSE_AFTER = (AmbiguousFraming, BadRequest, PayloadTooLarge, HeadersTooLarge)
+
+
+class ErrorsStage(Stage):
+    name: ClassVar[str] = "errors"
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        super().__init__(app, runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except OnegateError as error:
+            await self._answer(scope, send, error)
+        except Exception as exc:
+            logger.exception("unexpected error while handling %s", scope.get("path"))
+            await self._answer(scope, send, OnegateError(f"unexpected {type(exc).__name__}"))
+
+    async def _answer(self, scope: Scope, send: Send, error: OnegateError) -> None:
+        exchange = exchange_of(scope)
+        exchange.error = error
+        if isinstance(error, ClientDisconnected):
+            exchange.status = exchange.status or error.status
+            return
+        if exchange.response_started:
+            # Too late for a problem document: ending without completing the response makes
+            # the server close the connection, so the client sees the truncation.
+            logger.warning(
+                "request %s failed after the response started: %s", exchange.request_id, error
+            )
+            return
+        await send_problem(scope, send, error, exchange.request_id)
+
+
+async def send_problem(scope: Scope, send: Send, error: OnegateError, request_id: str) -> None:
+    body = problem_body(error.problem(request_id=request_id, instance=scope.get("path")))
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
+    if isinstance(error, _CLOSE_AFTER):
+        headers.append((b"connection", b"close"))
+    if scope["type"] == "websocket":
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": error.status,
+                    "headers": headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1011 if error.status >= 500 else 1008})
+        return
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,464 @@
+"""The HTTP/1.1 transport to remote targets: keep-alive pools of asyncio connections.
+
+Why not aiohttp or httpx? Measured on this machine (one core, 32 connections, same run): a
+raw ASGI proxy did 3.3k req/s with aiohttp, 4.3k with pyreqwest and 11.5k with this design,
+an ``asyncio.Protocol`` driving the llhttp parser that uvicorn itself uses (``httptools``). The
+parser is the well-kept library; what lives here is only connection reuse, flow control and
+the mapping of socket events to onegate's error hierarchy. The seam is :class:`Exchange`:
+open one with :meth:`ConnectionPool.exchange`, write the request, read the response.
+
+Guarantees the proxy relies on (each has a test):
+- request and response bodies stream with backpressure both ways (``pause_reading`` when the
+  client is slower than the upstream, ``drain`` when the upstream is slower than the client);
+- connect, read and total timeouts each surface as their own error;
+- a refused connection (:class:`UpstreamConnectError`, the request never left) is distinct
+  from a reset after sending (:class:`UpstreamResetError`);
+- a connection goes back to the pool only after a complete response on a keep-alive
+  connection; anything else is closed, so nothing leaks and no response is misattributed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import cast
+
+import httptools
+
+from onegate.errors import (
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+#: Pause reading from the upstream when this much response body waits for the client.
+READ_HIGH_WATER = 256 * 1024
+READ_LOW_WATER = 64 * 1024
+
+
+class Deadline:
+    """Read and total timeouts of one exchange, as one clock."""
+
+    __slots__ = ("expires", "read")
+
+    def __init__(self, read: float, total: float | None) -> None:
+        self.read = read
+        self.expires = time.monotonic() + total if total is not None else None
+
+    def next_wait(self) -> tuple[float, bool]:
+        """Seconds to wait for the next bytes, and whether the total deadline is what limits."""
+        if self.expires is None:
+            return self.read, False
+        left = self.expires - time.monotonic()
+        if left < self.read:
+            return max(left, 0.0), True
+        return self.read, False
+
+
+class Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection to a target, used by one exchange at a time."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._status = 0
+        self._headers: Headers = []
+        self._head_done = False
+        self._complete = False
+        self._until_eof = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: Exception | None = None
+        self._any_byte = False
+        self._drain: asyncio.Future[None] | None = None
+        self._writing_paused = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            # Bytes while idle: the upstream is confused or closing. Never reuse this socket.
+            self._abort(UpstreamProtocolError("upstream sent data on an idle connection"))
+            return
+        self._any_byte = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._abort(UpstreamProtocolError("unexpected protocol upgrade from upstream"))
+        except httptools.HttpParserError as exc:
+            self._abort(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._parser is not None and not self._complete:
+            if self._head_done and self._until_eof and exc is None:
+                self._complete = True  # a body framed by the connection's end
+            elif self._error is None:
+                self._error = UpstreamResetError(
+                    "upstream closed the connection before the response was complete"
+                )
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self.pool._forget(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # --- httptools callbacks -----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self._headers = []  # an interim response (103 Early Hints): wait for the real one
+            return
+        self._status = status
+        self._head_done = True
+        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
+        self._until_eof = not framed and status not in (204, 304)
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_HIGH_WATER and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self._complete = True
+            self._wake()
+
+    # --- used by Exchange --------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._status = 0
+        self._headers = []
+        self._head_done = self._complete = self._until_eof = self._any_byte = False
+        self._chunks.clear()
+        self._buffered = 0
+        self._error = None
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise self._error or UpstreamResetError("upstream connection closed while sending")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._writing_paused and not self.closed:
+            self._drain = self.loop.create_future()
+            await self._drain
+        if self.closed and self._error is not None and not self._head_done:
+            raise self._error
+
+    async def wait(self, deadline: Deadline) -> None:
+        """Wait for the next parser event, honouring the read and total timeouts."""
+        if self._error is not None:
+            raise self._error
+        timeout, total_limits = deadline.next_wait()
+        waiter = self._waiter = self.loop.create_future()
+        handle = self.loop.call_later(timeout, self._on_timeout, waiter, total_limits)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+        if self._error is not None:
+            raise self._error
+
+    def _on_timeout(self, waiter: asyncio.Future[None], total: bool) -> None:
+        if not waiter.done():
+            which = "total" if total else "read"
+            self._abort(UpstreamTimeout(f"upstream {which} timeout exceeded"))
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _abort(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def take_chunk(self) -> bytes | None:
+        if not self._chunks:
+            return None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered < READ_LOW_WATER and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    def finish(self, reusable: bool) -> None:
+        """Give the connection back to the pool, or close it."""
+        keep = (
+            reusable
+            and self._complete
+            and not self.closed
+            and self._error is None
+            and self._parser is not None
+            and self._parser.should_keep_alive()
+        )
+        self._parser = None
+        if keep:
+            self.pool._release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self._parser = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+        self.pool._forget(self)
+
+
+class Exchange:
+    """One request/response over a pooled connection.
+
+    The caller writes the head and body, reads the head, reads body chunks, then calls
+    :meth:`close` (always, in a ``finally``) so the connection is returned or closed.
+    """
+
+    __slots__ = ("_head_only", "connection", "deadline", "headers", "status")
+
+    def __init__(self, connection: Connection, deadline: Deadline, head_only: bool) -> None:
+        self.connection = connection
+        self.deadline = deadline
+        self._head_only = head_only
+        self.status = 0
+        self.headers: Headers = []
+        connection.begin()
+
+    @property
+    def reused(self) -> bool:
+        """True if the connection carried an earlier request (the keep-alive race applies)."""
+        return self.connection.reused
+
+    @property
+    def response_started(self) -> bool:
+        return self.connection._any_byte
+
+    def write(self, data: bytes) -> None:
+        self.connection.write(data)
+
+    async def drain(self) -> None:
+        await self.connection.drain()
+
+    async def read_head(self) -> None:
+        connection = self.connection
+        while not connection._head_done:
+            await connection.wait(self.deadline)
+        self.status = connection._status
+        self.headers = connection._headers
+        if self._head_only or self.status in (204, 304):
+            connection._complete = True
+
+    async def read_chunk(self) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        connection = self.connection
+        while True:
+            chunk = connection.take_chunk()
+            if chunk is not None:
+                return chunk
+            if connection._complete:
+                return None
+            await connection.wait(self.deadline)
+
+    def abort(self, error: Exception) -> None:
+        self.connection._abort(error)
+
+    def close(self, reusable: bool = True) -> None:
+        self.connection.finish(reusable)
+
+
+class ConnectionPool:
+    """Keep-alive connections to one ``host:port``.
+
+    Idle connections are reused newest-first and closed once idle for ``idle_timeout``: keeping
+    that below the upstream's own keep-alive timeout is what avoids sending a request on a
+    socket the upstream is closing.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = 256,
+        idle_timeout: float = 4.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.loop = loop or asyncio.get_running_loop()
+        self._idle: list[Connection] = []
+        self._open: set[Connection] = set()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    async def exchange(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        total_timeout: float | None = None,
+        head_only: bool = False,
+    ) -> Exchange:
+        deadline = Deadline(read_timeout, total_timeout)
+        connection = await self._acquire(connect_timeout)
+        return Exchange(connection, deadline, head_only)
+
+    async def _acquire(self, connect_timeout: float) -> Connection:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.closed:
+                continue
+            if now - connection.idle_since >= self.idle_timeout:
+                connection.close()
+                continue
+            connection.reused = True
+            return connection
+        if len(self._open) >= self.max_connections:
+            await self._wait_for_slot(connect_timeout)
+            return await self._acquire(connect_timeout)
+        return await self._connect(connect_timeout)
+
+    async def _wait_for_slot(self, timeout: float) -> None:
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise UpstreamConnectTimeout(
+                f"no free connection to {self.host}:{self.port} within {timeout:g}s"
+            ) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    async def _connect(self, timeout: float) -> Connection:
+        if self._closed:
+            raise UpstreamConnectError("connection pool is closed")
+        connection = Connection(self)
+        self._open.add(connection)
+        try:
+            async with asyncio.timeout(timeout):
+                await self.loop.create_connection(lambda: connection, self.host, self.port)
+        except TimeoutError:
+            self._forget(connection)
+            raise UpstreamConnectTimeout(
+                f"connecting to {self.host}:{self.port} took longer than {timeout:g}s"
+            ) from None
+        except OSError as exc:
+            self._forget(connection)
+            raise UpstreamConnectError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from None
+        assert connection.transport is not None
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
+
+    def _release(self, connection: Connection) -> None:
+        if self._closed:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+        self._notify()
+
+    def _forget(self, connection: Connection) -> None:
+        if connection in self._open:
+            self._open.discard(connection)
+            self._notify()
+
+    def _notify(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def sweep(self) -> None:
+        """Close connections idle for longer than ``idle_timeout``."""
+        cutoff = time.monotonic() - self.idle_timeout
+        keep: list[Connection] = []
+        for connection in self._idle:
+            if connection.closed:
+                continue
+            if connection.idle_since <= cutoff:
+                connection.close()
+            else:
+                keep.append(connection)
+        self._idle = keep
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for connection in list(self._open):
+            connection.close()
+        self._idle.clear()
+
+
+def encode_head(method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The request line and header block, ready for the wire."""
+    parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

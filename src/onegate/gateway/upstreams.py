@@ -1,0 +1,459 @@
+"""Upstreams and their targets: where a route's requests go.
+
+Every target offers one interface, :meth:`Target.open`, which sends a request and returns once
+the response head is known. A :class:`RemoteTarget` speaks HTTP/1.1 over a keep-alive pool; an
+:class:`AsgiTarget` calls an in-process ASGI app directly (no loopback socket, and streamed
+bodies are handed over message by message, never buffered). Balancing, health and the circuit
+breaker work the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from onegate.config import Timeouts, UpstreamConfig
+from onegate.errors import (
+    CircuitOpen,
+    ConfigError,
+    NoHealthyTarget,
+    OnegateError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+from onegate.gateway.body import RequestBody
+from onegate.gateway.breaker import CircuitBreaker
+from onegate.gateway.transport import ConnectionPool, encode_head
+from onegate.types import ASGIApp, Message, Scope
+
+logger = logging.getLogger("onegate.upstreams")
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """What the proxy asks a target to do, with gateway-owned headers already in place."""
+
+    method: str
+    path: str
+    """Normalised, percent-encoded path to send."""
+    query: bytes
+    headers: Headers
+    body: RequestBody
+    timeouts: Timeouts
+    scope: Scope
+    """The client's ASGI scope, for in-process targets."""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Headers
+
+    @property
+    def reused(self) -> bool: ...
+
+    async def read_chunk(self) -> bytes | None: ...
+
+    def abort(self, error: Exception) -> None:
+        """Stop the exchange now; a pending or later read raises ``error``."""
+
+    def close(self, reusable: bool = True) -> None: ...
+
+
+class Target:
+    """One address (or in-process app) of an upstream."""
+
+    kind = "remote"
+
+    def __init__(self, url: str, config: UpstreamConfig) -> None:
+        self.url = url
+        self.breaker = CircuitBreaker(config.breaker)
+        self.healthy = True
+        self.outstanding = 0
+        self._health_streak = 0
+
+    def available(self, now: float) -> bool:
+        return self.healthy and self.breaker.available(now)
+
+    async def open(self, request: UpstreamRequest) -> UpstreamResponse:
+        raise NotImplementedError
+
+    async def probe(self, path: str, timeout: float) -> bool:
+        return True
+
+    def sweep(self) -> None:
+        """Housekeeping, called about once a second."""
+
+    async def aclose(self) -> None:
+        """Release sockets and tasks."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "healthy": self.healthy,
+            "breaker": self.breaker.state.value,
+            "outstanding": self.outstanding,
+        }
+
+
+class RemoteTarget(Target):
+    def __init__(self, url: str, config: UpstreamConfig) -> None:
+        super().__init__(url, config)
+        parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ConfigError(f"target {url!r} has no host")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.host_header = (parts.netloc.rsplit("@", 1)[-1]).encode("ascii")
+        self.pool_config = config.pool
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        # Created lazily: the pool belongs to the event loop of the worker that serves.
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.host,
+                self.port,
+                max_connections=self.pool_config.max_connections,
+                idle_timeout=self.pool_config.idle_timeout,
+            )
+        return self._pool
+
+    async def open(self, request: UpstreamRequest) -> UpstreamResponse:
+        timeouts = request.timeouts
+        exchange = await self.pool.exchange(
+            connect_timeout=timeouts.connect,
+            read_timeout=timeouts.read,
+            total_timeout=timeouts.total,
+            head_only=request.method == "HEAD",
+        )
+        try:
+            target = request.path.encode("latin-1")
+            if request.query:
+                target += b"?" + request.query
+            headers = [(b"host", self.host_header), *request.headers]
+            headers += request.body.framing_headers()
+            exchange.write(encode_head(request.method, target, headers))
+            await request.body.send_to(exchange)
+            await exchange.read_head()
+        except BaseException:
+            exchange.close(reusable=False)
+            raise
+        return exchange
+
+    async def probe(self, path: str, timeout: float) -> bool:
+        try:
+            exchange = await self.pool.exchange(connect_timeout=timeout, read_timeout=timeout)
+        except UpstreamError:
+            return False
+        ok = False
+        try:
+            exchange.write(encode_head("GET", path.encode(), [(b"host", self.host_header)]))
+            await exchange.read_head()
+            while await exchange.read_chunk() is not None:
+                pass
+            ok = exchange.status < 500
+        except UpstreamError:
+            ok = False
+        finally:
+            exchange.close(reusable=ok)
+        return ok
+
+    def sweep(self) -> None:
+        if self._pool is not None:
+            self._pool.sweep()
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self._pool is not None:
+            info["connections"] = {
+                "open": self._pool.open_connections,
+                "idle": self._pool.idle_connections,
+            }
+        return info
+
+
+def load_asgi_app(reference: str) -> ASGIApp:
+    """Import ``asgi:module:attribute``; a zero-argument factory function is called once."""
+    _, module_name, attribute = reference.split(":")
+    try:
+        module = importlib.import_module(module_name)
+        app = getattr(module, attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load in-process app {reference!r}: {exc}") from exc
+    if getattr(app, "__onegate_factory__", False):
+        app = app()
+    if not callable(app):
+        raise ConfigError(f"{reference!r} is not an ASGI app")
+    return app  # type: ignore[no-any-return]
+
+
+class AsgiTarget(Target):
+    kind = "asgi"
+
+    def __init__(self, url: str, config: UpstreamConfig) -> None:
+        super().__init__(url, config)
+        self.app = load_asgi_app(url)
+
+    async def open(self, request: UpstreamRequest) -> UpstreamResponse:
+        response = AsgiResponse(self.app, request)
+        try:
+            await response.start()
+        except BaseException:
+            response.close(reusable=False)
+            raise
+        return response
+
+
+_END = object()
+
+
+class AsgiResponse:
+    """Runs an in-process ASGI app as an upstream exchange.
+
+    The app runs in its own task; its ``send`` hands each body message over through a queue
+    of one, so the app is paused (backpressure) until the gateway has passed the previous
+    piece on to the client. Nothing is buffered.
+    """
+
+    reused = False
+
+    def __init__(self, app: ASGIApp, request: UpstreamRequest) -> None:
+        self.app = app
+        self.request = request
+        self.status = 0
+        self.headers: Headers = []
+        self._head = asyncio.get_running_loop().create_future()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self._task: asyncio.Task[None] | None = None
+        self._disconnected = asyncio.Event()
+        self._body: AsyncIterator[bytes] | None = request.body.chunks()
+
+    def _scope(self) -> Scope:
+        client = self.request.scope
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": client.get("http_version", "1.1"),
+            "method": self.request.method,
+            "scheme": client.get("scheme", "http"),
+            "path": _unquote_path(self.request.path),
+            "raw_path": self.request.path.encode("latin-1"),
+            "query_string": self.request.query,
+            "root_path": "",
+            "headers": [*self.request.headers, *self.request.body.framing_headers()],
+            "client": client.get("client"),
+            "server": client.get("server"),
+            "extensions": {},
+        }
+        return scope
+
+    async def _receive(self) -> Message:
+        if self._body is not None and self.request.body.empty:
+            self._body = None
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self._body is not None:
+            try:
+                data = await anext(self._body)
+            except StopAsyncIteration:
+                self._body = None
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": data, "more_body": True}
+        await self._disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", [])]
+            if not self._head.done():
+                self._head.set_result(None)
+        elif kind == "http.response.body":
+            if self._disconnected.is_set():
+                raise OSError("client disconnected")
+            body = message.get("body", b"")
+            if body:
+                await self._queue.put(bytes(body))
+            if not message.get("more_body", False):
+                await self._queue.put(_END)
+
+    async def _run(self) -> None:
+        try:
+            await self.app(self._scope(), self._receive, self._send)
+        except Exception as exc:
+            error = UpstreamResetError(f"in-process app failed: {type(exc).__name__}")
+            if not self._head.done():
+                self._head.set_exception(error)
+            else:
+                await self._queue.put(error)
+            logger.exception("in-process upstream %s raised", self.request.path)
+            return
+        if not self._head.done():
+            self._head.set_exception(UpstreamProtocolError("in-process app sent no response"))
+        else:
+            await self._queue.put(_END)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        timeouts = self.request.timeouts
+        try:
+            async with asyncio.timeout(timeouts.total or timeouts.read):
+                await self._head
+        except TimeoutError:
+            raise UpstreamTimeout("in-process upstream did not answer in time") from None
+
+    async def read_chunk(self) -> bytes | None:
+        try:
+            async with asyncio.timeout(self.request.timeouts.read):
+                item = await self._queue.get()
+        except TimeoutError:
+            raise UpstreamTimeout("in-process upstream stalled") from None
+        if item is _END:
+            self._queue.put_nowait(_END)  # later reads see the end too
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def abort(self, error: Exception) -> None:
+        self.close(reusable=False)
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(error)
+
+    def close(self, reusable: bool = True) -> None:
+        self._disconnected.set()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        if self._head.done() and not self._head.cancelled():
+            self._head.exception()  # mark retrieved
+
+
+def _unquote_path(path: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(path)
+
+
+def make_target(url: str, config: UpstreamConfig) -> Target:
+    if url.startswith("asgi:"):
+        return AsgiTarget(url, config)
+    return RemoteTarget(url, config)
+
+
+class Upstream:
+    """A named group of targets with a balancing policy, health checks and breakers."""
+
+    def __init__(self, name: str, config: UpstreamConfig) -> None:
+        self.name = name
+        self.config = config
+        self.targets: tuple[Target, ...] = tuple(make_target(u, config) for u in config.targets)
+        self._next = itertools.count()
+        self._health_task: asyncio.Task[None] | None = None
+
+    def pick(self, tried: Sequence[Target] = ()) -> Target:
+        """Choose a target and reserve it with its breaker; raise 503 errors when none is left.
+
+        Targets already ``tried`` by this request are avoided while others are available.
+        """
+        now = time.monotonic()
+        targets = self.targets
+        count = len(targets)
+        start = next(self._next) % count
+        order = [targets[(start + i) % count] for i in range(count)]
+        if tried and count > 1:
+            fresh = [t for t in order if t not in tried]
+            order = fresh + [t for t in order if t in tried]
+        if self.config.balance == "least_outstanding":
+            order.sort(key=lambda t: t.outstanding)  # stable: ties keep round-robin order
+        for target in order:
+            if target.healthy and target.breaker.acquire(now):
+                return target
+        if any(t.healthy for t in targets):
+            retry = min(t.breaker.retry_after(now) for t in targets if t.healthy)
+            raise CircuitOpen(
+                f"circuit breaker open for every healthy target of upstream {self.name!r}",
+                retry_after=retry,
+            )
+        interval = self.config.health.interval if self.config.health else 5.0
+        raise NoHealthyTarget(
+            f"no healthy target for upstream {self.name!r}", retry_after=int(interval) or 1
+        )
+
+    def healthy_count(self) -> int:
+        now = time.monotonic()
+        return sum(1 for t in self.targets if t.available(now))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "targets": [t.describe() for t in self.targets],
+            "available": self.healthy_count(),
+            "total": len(self.targets),
+        }
+
+    def start(self) -> None:
+        if self.config.health is not None and self._health_task is None:
+            self._health_task = asyncio.get_running_loop().create_task(self._check_health())
+
+    async def _check_health(self) -> None:
+        health = self.config.health
+        assert health is not None
+        while True:
+            await asyncio.gather(*(self._probe(t) for t in self.targets))
+            await asyncio.sleep(health.interval)
+
+    async def _probe(self, target: Target) -> None:
+        health = self.config.health
+        assert health is not None
+        ok = await target.probe(health.path, health.timeout)
+        # The streak counts consecutive results that disagree with the current state.
+        if ok != target.healthy:
+            target._health_streak += 1
+            needed = health.healthy_threshold if ok else health.unhealthy_threshold
+            if target._health_streak >= needed:
+                target.healthy = ok
+                target._health_streak = 0
+                logger.warning(
+                    "upstream %s target %s is now %s",
+                    self.name,
+                    target.url,
+                    "healthy" if ok else "unhealthy",
+                )
+        else:
+            target._health_streak = 0
+
+    def sweep(self) -> None:
+        for target in self.targets:
+            target.sweep()
+
+    async def aclose(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
+        for target in self.targets:
+            await target.aclose()
+
+
+def is_failure(error: OnegateError | None, status: int, failure_statuses: Sequence[int]) -> bool:
+    if error is not None:
+        return isinstance(error, UpstreamError)
+    return status in failure_statuses
