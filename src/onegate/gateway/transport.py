@@ -78,6 +78,7 @@ class Connection(asyncio.Protocol):
         self._head_done = False
         self._complete = False
         self._until_eof = False
+        self._keep_alive = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._reading_paused = False
@@ -141,6 +142,8 @@ class Connection(asyncio.Protocol):
             return
         self._status = status
         self._head_done = True
+        # llhttp forgets this once the message is complete, so ask while the head is current.
+        self._keep_alive = self._parser.should_keep_alive()
         framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
         self._until_eof = not framed and status not in (204, 304)
         self._wake()
@@ -165,6 +168,7 @@ class Connection(asyncio.Protocol):
         self._status = 0
         self._headers = []
         self._head_done = self._complete = self._until_eof = self._any_byte = False
+        self._keep_alive = False
         self._chunks.clear()
         self._buffered = 0
         self._error = None
@@ -232,7 +236,7 @@ class Connection(asyncio.Protocol):
             and not self.closed
             and self._error is None
             and self._parser is not None
-            and self._parser.should_keep_alive()
+            and self._keep_alive
         )
         self._parser = None
         if keep:
