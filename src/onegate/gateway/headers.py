@@ -54,6 +54,7 @@ GATEWAY_OWNED_REQUEST = frozenset(
 GATEWAY_OWNED_RESPONSE = frozenset({b"x-request-id"})
 
 REQUEST_ID = b"x-request-id"
+_PROTO = re.compile(r"^[a-z][a-z0-9+.-]{0,15}$")
 _REQUEST_ID_SHAPE = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
@@ -66,17 +67,26 @@ def connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]
     return frozenset(named)
 
 
+#: Connection options that name no header, so they never widen what is removed.
+_CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
 def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
     """Headers without hop-by-hop ones, ``Connection``-named ones and those in ``drop``."""
-    named = connection_named(headers) if any(n == b"connection" for n, _ in headers) else None
+    kept: Headers = []
+    named: frozenset[bytes] | None = None
+    for header in headers:
+        name = header[0]
+        if name in HOP_BY_HOP or name in drop:
+            if name == b"connection":
+                named = connection_named(headers) - _CONNECTION_OPTIONS
+        else:
+            kept.append(header)
     if named:
-        # Framing is decided by the gateway, so a Connection-named framing header changes
-        # nothing but must not make us lose track of the body either.
-        named = named - {b"content-length"}
-        return [
-            (n, v) for n, v in headers if n not in HOP_BY_HOP and n not in drop and n not in named
-        ]
-    return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in drop]
+        # Framing is decided by the gateway, so a Connection-named Content-Length changes
+        # nothing, and must not make us lose track of the body either.
+        kept = [h for h in kept if h[0] not in named or h[0] == b"content-length"]
+    return kept
 
 
 def new_request_id() -> str:
@@ -163,14 +173,24 @@ class ForwardedInfo:
                 break
         proto_header = _first(headers, b"x-forwarded-proto")
         host_fwd = _first(headers, b"x-forwarded-host")
-        proto = proto_header.decode("latin-1").strip() if proto_header else scheme
+        proto = scheme
+        if proto_header:
+            first = proto_header.decode("latin-1").split(",")[0].strip().lower()
+            proto = first if _PROTO.match(first) else scheme
         return cls(client, chain, proto, host_fwd.decode("latin-1") if host_fwd else host)
 
     def headers(self) -> Headers:
-        forwarded = ", ".join(f"for={_forwarded_node(hop)}" for hop in self.chain)
-        forwarded += (
-            f';host="{self.host}";proto={self.proto}' if self.host else f";proto={self.proto}"
-        )
+        chain = self.chain
+        if len(chain) == 1:
+            forwarded = "for=" + _forwarded_node(chain[0])
+        else:
+            forwarded = ", ".join(["for=" + _forwarded_node(hop) for hop in chain])
+        if self.host:
+            # A quoted-string must not let the client's Host close the quotes early.
+            host = self.host.replace("\\", "").replace('"', "")
+            forwarded += f';host="{host}";proto={self.proto}'
+        else:
+            forwarded += ";proto=" + self.proto
         return [
             (b"x-forwarded-for", ", ".join(self.chain).encode("latin-1")),
             (b"x-forwarded-proto", self.proto.encode("latin-1")),

@@ -152,6 +152,9 @@ class ProxyStage:
                 if chunk is None:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break
+                if response.at_end:  # the usual small response: one message, no stream
+                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if watcher is None:
                     # More than one piece: a stream. Watch for the client leaving, so an

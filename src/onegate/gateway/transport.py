@@ -72,7 +72,11 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
-        self._parser: httptools.HttpResponseParser | None = None
+        # One parser per connection: llhttp moves on to the next response by itself, and
+        # building a parser costs as much as parsing a small response.
+        self._parser = httptools.HttpResponseParser(self)
+        self._parser_spent = False
+        self._active = False
         self._status = 0
         self._headers: Headers = []
         self._head_done = False
@@ -95,7 +99,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if not self._active:
             # Bytes while idle: the upstream is confused or closing. Never reuse this socket.
             self._abort(UpstreamProtocolError("upstream sent data on an idle connection"))
             return
@@ -109,7 +113,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._parser is not None and not self._complete:
+        if self._active and not self._complete:
             if self._head_done and self._until_eof and exc is None:
                 self._complete = True  # a body framed by the connection's end
             elif self._error is None:
@@ -135,7 +139,6 @@ class Connection(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        assert self._parser is not None
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._headers = []  # an interim response (103 Early Hints): wait for the real one
@@ -164,7 +167,10 @@ class Connection(asyncio.Protocol):
     # --- used by Exchange --------------------------------------------------------------------
 
     def begin(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser_spent:
+            self._parser = httptools.HttpResponseParser(self)
+            self._parser_spent = False
+        self._active = True
         self._status = 0
         self._headers = []
         self._head_done = self._complete = self._until_eof = self._any_byte = False
@@ -235,17 +241,17 @@ class Connection(asyncio.Protocol):
             and self._complete
             and not self.closed
             and self._error is None
-            and self._parser is not None
+            and self._active
             and self._keep_alive
         )
-        self._parser = None
+        self._active = False
         if keep:
             self.pool._release(self)
         else:
             self.close()
 
     def close(self) -> None:
-        self._parser = None
+        self._active = False
         if not self.closed:
             self.closed = True
             if self.transport is not None:
@@ -293,6 +299,13 @@ class Exchange:
         self.headers = connection._headers
         if self._head_only or self.status in (204, 304):
             connection._complete = True
+            # The parser still expects the body a HEAD response announces but never sends.
+            connection._parser_spent = self._head_only
+
+    @property
+    def at_end(self) -> bool:
+        connection = self.connection
+        return connection._complete and not connection._chunks
 
     async def read_chunk(self) -> bytes | None:
         """The next piece of the body, or None at its end."""

@@ -64,6 +64,10 @@ class UpstreamResponse(Protocol):
 
     async def read_chunk(self) -> bytes | None: ...
 
+    @property
+    def at_end(self) -> bool:
+        """True when the body is known to be over: nothing buffered and nothing to come."""
+
     def abort(self, error: Exception) -> None:
         """Stop the exchange now; a pending or later read raises ``error``."""
 
@@ -232,6 +236,7 @@ class AsgiResponse:
     """
 
     reused = False
+    at_end = False  # a queue cannot tell; the end arrives as its own message
 
     def __init__(self, app: ASGIApp, request: UpstreamRequest) -> None:
         self.app = app
@@ -376,6 +381,8 @@ class Upstream:
         now = time.monotonic()
         targets = self.targets
         count = len(targets)
+        if count == 1 and targets[0].healthy and targets[0].breaker.acquire(now):
+            return targets[0]
         start = next(self._next) % count
         order = [targets[(start + i) % count] for i in range(count)]
         if tried and count > 1:

@@ -41,7 +41,11 @@ class ObserveStage(Stage):
             if kind == "http.response.start" or kind == "websocket.http.response.start":
                 exchange.status = message["status"]
                 exchange.response_started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = message.get("headers")
+                if type(headers) is list:  # every sender in the pipeline builds a fresh list
+                    headers.append(id_header)
+                else:
+                    message["headers"] = [*(headers or ()), id_header]
             elif kind == "http.response.body":
                 exchange.bytes_sent += len(message.get("body", b""))
             elif kind == "websocket.accept":
