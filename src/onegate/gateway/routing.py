@@ -98,6 +98,9 @@ def _remove_dot_segments(path: str) -> str:
     segments = path.split("/")[1:]
     kept: list[str] = []
     for segment in segments:
+        if segment.startswith((".;", "..;")):
+            # Servlet containers read "..;x" as "..": refuse rather than disagree with them.
+            raise BadRequest("dot-segments with path parameters are not allowed")
         if segment == "..":
             if kept:  # '..' at the root stays at the root
                 kept.pop()

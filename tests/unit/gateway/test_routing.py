@@ -567,3 +567,9 @@ def test_five_thousand_routes_resolve_correctly() -> None:
     for path in ("/svc1000/v1", "/svc1/v2", "/svc/v1", "/", "/svc1"):
         with pytest.raises(RouteNotFound):
             router.match("GET", None, path)
+
+
+@pytest.mark.parametrize("raw", [b"/api/public/..;/admin", b"/api/.;x/admin", b"/a/%2e%2e;/b"])
+def test_dot_segments_with_path_parameters_are_rejected(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        normalize_path(raw)
