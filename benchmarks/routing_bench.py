@@ -88,7 +88,7 @@ def check(router: Router, requests: list[Request]) -> None:
     outcomes = []
     for method, host, path in requests:
         try:
-            outcomes.append(router.match(method, host, path).route.name)
+            outcomes.append(router.resolve(method, host, path).route.name)
         except OnegateError as exc:
             outcomes.append(str(exc.status))
     hits = [o for o in outcomes if o.startswith("r")]

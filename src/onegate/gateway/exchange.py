@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onegate.types import Scope
+from onegate.types import Scope, Send
 
 if TYPE_CHECKING:
     from onegate.errors import OnegateError
@@ -38,6 +38,19 @@ class Exchange:
     response_started: bool = False
     bytes_sent: int = 0
     error: OnegateError | None = None
+
+    async def start_response(
+        self, send: Send, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Start the HTTP response: every responder in the pipeline goes through here.
+
+        It records the status for the outermost stage and adds the request id, which is
+        cheaper than wrapping ``send`` for every request.
+        """
+        headers.append((b"x-request-id", self.request_id.encode("ascii")))
+        self.status = status
+        self.response_started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
 
     @property
     def client_ip(self) -> str | None:

@@ -140,18 +140,15 @@ class ProxyStage:
         complete = False
         watcher: asyncio.Task[None] | None = None
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": filter_headers(response.headers, GATEWAY_OWNED_RESPONSE),
-                }
+            await exchange.start_response(
+                send, response.status, filter_headers(response.headers, GATEWAY_OWNED_RESPONSE)
             )
             while True:
                 chunk = await response.read_chunk()
                 if chunk is None:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break
+                exchange.bytes_sent += len(chunk)
                 if response.at_end:  # the usual small response: one message, no stream
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                     break

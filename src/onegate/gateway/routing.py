@@ -405,6 +405,10 @@ def _search(
     return None
 
 
+#: How many recent (method, host, path) answers :class:`Router` keeps.
+RECENT_MATCHES = 4096
+
+
 class Router:
     """Selects the route for a request. Raises ``ValueError`` for a route it cannot compile."""
 
@@ -413,6 +417,9 @@ class Router:
         self._root = _Node()
         for route in self._routes:
             self._root.insert(route)
+        # Recent answers. Real traffic repeats a small set of (method, host, path); bounded by
+        # clearing when full, so a scan of random paths costs memory only up to the limit.
+        self._recent: dict[tuple[str, str | None, str], RouteMatch] = {}
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -424,6 +431,17 @@ class Router:
         Raises :class:`RouteNotFound` when no route matches the path and host, and
         :class:`MethodNotAllowed` when some do but none allows ``method``.
         """
+        key = (method, host, path)
+        found = self._recent.get(key)
+        if found is None:
+            found = self.resolve(method, host, path)
+            if len(self._recent) >= RECENT_MATCHES:
+                self._recent.clear()
+            self._recent[key] = found
+        return found
+
+    def resolve(self, method: str, host: str | None, path: str) -> RouteMatch:
+        """:meth:`match` without the cache of recent answers (what the benchmark measures)."""
         if not path.startswith("/"):
             raise BadRequest("The request path must start with '/'")
         segments = path[1:].split("/")

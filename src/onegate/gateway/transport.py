@@ -369,10 +369,11 @@ class ConnectionPool:
         head_only: bool = False,
     ) -> Exchange:
         deadline = Deadline(read_timeout, total_timeout)
-        connection = await self._acquire(connect_timeout)
+        connection = self._take_idle() or await self._acquire(connect_timeout)
         return Exchange(connection, deadline, head_only)
 
-    async def _acquire(self, connect_timeout: float) -> Connection:
+    def _take_idle(self) -> Connection | None:
+        """The newest idle connection still fit for use, without awaiting anything."""
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
@@ -383,9 +384,14 @@ class ConnectionPool:
                 continue
             connection.reused = True
             return connection
-        if len(self._open) >= self.max_connections:
+        return None
+
+    async def _acquire(self, connect_timeout: float) -> Connection:
+        while len(self._open) >= self.max_connections:
             await self._wait_for_slot(connect_timeout)
-            return await self._acquire(connect_timeout)
+            connection = self._take_idle()
+            if connection is not None:
+                return connection
         return await self._connect(connect_timeout)
 
     async def _wait_for_slot(self, timeout: float) -> None:

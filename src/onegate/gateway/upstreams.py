@@ -149,7 +149,8 @@ class RemoteTarget(Target):
             headers = [(b"host", self.host_header), *request.headers]
             headers += request.body.framing_headers()
             exchange.write(encode_head(request.method, target, headers))
-            await request.body.send_to(exchange)
+            if not request.body.empty:
+                await request.body.send_to(exchange)
             await exchange.read_head()
         except BaseException:
             exchange.close(reusable=False)

@@ -24,7 +24,7 @@ from onegate.errors import (
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import GATEWAY_OWNED_REQUEST, REQUEST_ID, filter_headers
 from onegate.gateway.upstreams import AsgiTarget, RemoteTarget
-from onegate.types import Receive, Scope, Send
+from onegate.types import Message, Receive, Scope, Send
 
 logger = logging.getLogger("onegate.websocket")
 
@@ -62,6 +62,18 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, exchange: 
     headers += forwarded.headers()
     headers.append((REQUEST_ID, exchange.request_id.encode("ascii")))
     outcome: bool | None = None
+    id_header = (REQUEST_ID, exchange.request_id.encode("ascii"))
+
+    async def recording_send(message: Message) -> None:
+        # WebSockets are rare enough to afford a wrapper: it records the handshake's outcome
+        # and adds the request id, whoever answers (a remote relay or an in-process app).
+        kind = message["type"]
+        if kind == "websocket.accept" or kind == "websocket.http.response.start":
+            exchange.status = message.get("status", 101)
+            exchange.response_started = True
+            message["headers"] = [*message.get("headers", ()), id_header]
+        await send(message)
+
     target.outstanding += 1
     try:
         if isinstance(target, AsgiTarget):
@@ -69,14 +81,14 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, exchange: 
             inner["path"] = match.forward_path
             inner["raw_path"] = match.forward_path.encode("latin-1")
             inner["headers"] = [*headers, *[(n, v) for n, v in scope["headers"] if n in HANDSHAKE]]
-            await target.app(inner, receive, send)
+            await target.app(inner, receive, recording_send)
             outcome = True
             return
         assert isinstance(target, RemoteTarget)
         outcome = await _relay_remote(
             scope,
             receive,
-            send,
+            recording_send,
             target,
             match.forward_path,
             headers,

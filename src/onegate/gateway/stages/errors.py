@@ -45,8 +45,8 @@ class ErrorsStage(Stage):
 
     async def _answer(self, scope: Scope, send: Send, error: OnegateError) -> None:
         exchange = exchange_of(scope)
-        exchange.error = error
         if isinstance(error, ClientDisconnected):
+            exchange.error = error
             exchange.status = exchange.status or error.status
             return
         if exchange.response_started:
@@ -56,11 +56,14 @@ class ErrorsStage(Stage):
                 "request %s failed after the response started: %s", exchange.request_id, error
             )
             return
-        await send_problem(scope, send, error, exchange.request_id)
+        await send_problem(scope, send, error)
 
 
-async def send_problem(scope: Scope, send: Send, error: OnegateError, request_id: str) -> None:
-    body = problem_body(error.problem(request_id=request_id, instance=scope.get("path")))
+async def send_problem(scope: Scope, send: Send, error: OnegateError) -> None:
+    """Answer with ``error`` as a problem document (HTTP, or the denial of a WebSocket)."""
+    exchange = exchange_of(scope)
+    exchange.error = error
+    body = problem_body(error.problem(request_id=exchange.request_id, instance=scope.get("path")))
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE),
         (b"content-length", str(len(body)).encode()),
@@ -69,8 +72,11 @@ async def send_problem(scope: Scope, send: Send, error: OnegateError, request_id
     headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
     if isinstance(error, _CLOSE_AFTER):
         headers.append((b"connection", b"close"))
+    exchange.bytes_sent += len(body)
     if scope["type"] == "websocket":
+        exchange.status = error.status
         if "websocket.http.response" in scope.get("extensions", {}):
+            headers.append((b"x-request-id", exchange.request_id.encode("ascii")))
             await send(
                 {
                     "type": "websocket.http.response.start",
@@ -82,5 +88,5 @@ async def send_problem(scope: Scope, send: Send, error: OnegateError, request_id
         else:
             await send({"type": "websocket.close", "code": 1011 if error.status >= 500 else 1008})
         return
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await exchange.start_response(send, error.status, headers)
     await send({"type": "http.response.body", "body": body})
