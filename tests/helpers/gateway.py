@@ -38,8 +38,9 @@ class GatewayProcess:
         self.process.send_signal(sig)
 
 
-def gateway_config(port: int, upstreams: dict[str, Any], routes: list[dict[str, Any]],
-                   **server: Any) -> dict[str, Any]:
+def gateway_config(
+    port: int, upstreams: dict[str, Any], routes: list[dict[str, Any]], **server: Any
+) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": port, "workers": 1, **server},
         "upstreams": upstreams,
