@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from onegate.auth.config import AuthConfig, RouteAuth
 from onegate.errors import ConfigError
+from onegate.gateway.cors import CorsPolicy
+from onegate.model import Model, Seconds
+from onegate.observability.config import ObservabilityConfig
+from onegate.ratelimit.config import RateLimitConfig
 
 CONFIG_ENV = "ONEGATE_CONFIG"
 UPSTREAM_URL_ENV = "ONEGATE_UPSTREAM_{name}_URL"
@@ -27,14 +32,6 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "onegate.yaml"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 KNOWN_METHODS = frozenset(IDEMPOTENT_METHODS | {"POST", "PATCH", "CONNECT"})
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-
-Seconds = Annotated[float, Field(gt=0)]
-
-
-class Model(BaseModel):
-    """Base of every config object: unknown keys are errors, objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(Model):
@@ -157,6 +154,12 @@ class RouteConfig(Model):
     """Override of ``server.max_body_bytes`` for this route."""
     check_path: str | None = None
     """Path ``onegate check`` probes for this route; defaults to the route's prefix or template."""
+    auth: RouteAuth | None = None
+    """Who may call this route; None applies ``auth.default_policy``."""
+    rate_limits: list[str] | None = None
+    """Names of ``rate_limits.policies`` applied here; None applies ``rate_limits.default``."""
+    cors: CorsPolicy | None = None
+    """Cross-origin policy; preflight requests are answered at the edge."""
 
     @field_validator("name")
     @classmethod
@@ -199,6 +202,9 @@ class GatewayConfig(Model):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    auth: AuthConfig = AuthConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

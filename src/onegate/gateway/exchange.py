@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from onegate.types import Scope, Send
 
 if TYPE_CHECKING:
+    from onegate.auth.principal import Principal
     from onegate.errors import OnegateError
     from onegate.gateway.headers import ForwardedInfo
     from onegate.gateway.routing import RouteMatch
@@ -38,6 +39,15 @@ class Exchange:
     response_started: bool = False
     bytes_sent: int = 0
     error: OnegateError | None = None
+    principal: Principal | None = None
+    """Set by the auth stage once the caller is known."""
+    response_headers: list[tuple[bytes, bytes]] | None = None
+    """Headers stages ask to add to whatever response is sent (CORS, RateLimit-*)."""
+
+    def add_response_header(self, name: bytes, value: bytes) -> None:
+        if self.response_headers is None:
+            self.response_headers = []
+        self.response_headers.append((name, value))
 
     async def start_response(
         self, send: Send, status: int, headers: list[tuple[bytes, bytes]]
@@ -48,6 +58,8 @@ class Exchange:
         cheaper than wrapping ``send`` for every request.
         """
         headers.append((b"x-request-id", self.request_id.encode("ascii")))
+        if self.response_headers:
+            headers += self.response_headers
         self.status = status
         self.response_started = True
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -51,6 +51,10 @@ GATEWAY_OWNED_REQUEST = frozenset(
     }
 )
 
+#: Identity headers (``x-onegate-subject`` and friends) are the gateway's alone to set: any
+#: copy from a client, or from an upstream's response, is dropped.
+IDENTITY_PREFIX = b"x-onegate-"
+
 #: Response headers the gateway sets itself.
 GATEWAY_OWNED_RESPONSE = frozenset({b"x-request-id"})
 
@@ -78,7 +82,7 @@ def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes
     named: frozenset[bytes] | None = None
     for header in headers:
         name = header[0]
-        if name in HOP_BY_HOP or name in drop:
+        if name in HOP_BY_HOP or name in drop or name.startswith(IDENTITY_PREFIX):
             if name == b"connection" and header[1].lower() not in _CONNECTION_OPTIONS:
                 named = connection_named(headers) - _CONNECTION_OPTIONS
         else:

@@ -18,13 +18,15 @@ if TYPE_CHECKING:
 
 #: Every stage onegate knows, outermost first. Later issues fill in the reserved names.
 STAGE_ORDER: tuple[str, ...] = (
-    "observe",  # request id, timing, the outermost view of every response
+    "observe",  # request id, client address, metrics and the access log
     "errors",  # OnegateError -> RFC 9457 problem document
     "guard",  # framing and header limits, before anything trusts the request
     "match",  # route lookup; later stages read the route from the exchange
-    "auth",
-    "rate-limit",
+    # CORS comes before auth, not after as first sketched: browsers send preflights without
+    # credentials, and a 401 must still carry CORS headers for the app to be able to read it.
     "cors",
+    "auth",  # who is calling, decided before anything reaches an upstream
+    "rate-limit",  # after auth, so limits can be per principal or per API key
     "split",
     "shadow",
     "proxy",  # the endpoint: forward to a remote or in-process target

@@ -1,0 +1,1 @@
+"""One set of metrics, logs and traces for every backend."""

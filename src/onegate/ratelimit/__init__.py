@@ -1,0 +1,1 @@
+"""Rate limits at the edge, in memory or shared through Redis."""
