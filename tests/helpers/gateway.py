@@ -57,13 +57,18 @@ def run_gateway(
     workers: int = 1,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    extra: dict[str, Any] | None = None,
     **server: Any,
 ) -> Iterator[GatewayProcess]:
-    """Run ``onegate serve`` in a subprocess until the block ends (SIGTERM, then wait)."""
+    """Run ``onegate serve`` in a subprocess until the block ends (SIGTERM, then wait).
+
+    ``extra`` holds further top-level sections of the config (``auth``, ``rate_limits``...).
+    """
     port = free_port()
     config_path = tmp_path / f"onegate-{port}.yaml"
     config = gateway_config(port, upstreams, routes, **server)
     config["server"]["workers"] = workers
+    config.update(extra or {})
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / f"onegate-{port}.log"
     log = log_path.open("wb")

@@ -44,6 +44,17 @@ class Exchange:
     response_headers: list[tuple[bytes, bytes]] | None = None
     """Headers stages ask to add to whatever response is sent (CORS, RateLimit-*)."""
 
+    upstream_headers: list[tuple[bytes, bytes]] | None = None
+    """Headers stages ask to add to the request sent upstream (identity, traceparent), after
+    the client's headers have been filtered, so a client can never supply or remove them."""
+    drop_upstream_headers: frozenset[bytes] = frozenset()
+    """Further client header names (lower-case) not to forward (e.g. a consumed API key)."""
+
+    def add_upstream_header(self, name: bytes, value: bytes) -> None:
+        if self.upstream_headers is None:
+            self.upstream_headers = []
+        self.upstream_headers.append((name, value))
+
     def add_response_header(self, name: bytes, value: bytes) -> None:
         if self.response_headers is None:
             self.response_headers = []

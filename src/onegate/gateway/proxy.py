@@ -59,9 +59,14 @@ class ProxyStage:
         limit = route.max_body_bytes if route.max_body_bytes is not None else self.max_body_bytes
         if limit is not None and exchange.body_length is not None and exchange.body_length > limit:
             raise PayloadTooLarge(f"request body of {exchange.body_length} bytes exceeds {limit}")
-        headers = filter_headers(scope["headers"], GATEWAY_OWNED_REQUEST)
+        drop = exchange.drop_upstream_headers
+        headers = filter_headers(
+            scope["headers"], GATEWAY_OWNED_REQUEST | drop if drop else GATEWAY_OWNED_REQUEST
+        )
         headers += exchange.forwarded.headers()
         headers.append((REQUEST_ID, exchange.request_id.encode("ascii")))
+        if exchange.upstream_headers:
+            headers += exchange.upstream_headers
         body = RequestBody(
             receive, length=exchange.body_length, chunked=exchange.body_chunked, limit=limit
         )

@@ -58,9 +58,12 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, exchange: 
     target = upstream.pick()
     exchange.target = target
     exchange.attempts = 1
-    headers = filter_headers(scope["headers"], _DROP)
+    drop = exchange.drop_upstream_headers
+    headers = filter_headers(scope["headers"], _DROP | drop if drop else _DROP)
     headers += forwarded.headers()
     headers.append((REQUEST_ID, exchange.request_id.encode("ascii")))
+    if exchange.upstream_headers:
+        headers += exchange.upstream_headers
     outcome: bool | None = None
     id_header = (REQUEST_ID, exchange.request_id.encode("ascii"))
 
