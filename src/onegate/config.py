@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -31,6 +32,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "onegate.yaml"
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 KNOWN_METHODS = frozenset(IDEMPOTENT_METHODS | {"POST", "PATCH", "CONNECT"})
+_HOST = re.compile(r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -86,6 +88,33 @@ class Breaker(Model):
     """Upstream statuses counted as failures, besides connect errors, resets and timeouts."""
 
 
+def target_problem(target: str) -> str | None:
+    """Why ``target`` is not a usable upstream address, or None if it is."""
+    if target.startswith("asgi:"):
+        module, _, attribute = target[5:].partition(":")
+        if not module or not attribute or ":" in attribute:
+            return f"{target!r}: expected asgi:module:attribute"
+        return None
+    shown = _URL_CREDENTIALS.sub(r"\1********@", target)  # never echo a password
+    expected = f"{shown!r}: expected http://host:port or asgi:module:attribute"
+    if "@" in target.split("//", 1)[-1].split("/", 1)[0]:
+        return f"{shown!r}: credentials in a target URL are not supported"
+    try:
+        parts = urlsplit(target)
+        port = parts.port
+    except ValueError:
+        return f"{shown!r}: the port must be a number from 1 to 65535"
+    if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
+        return expected
+    if not _HOST.match(parts.hostname):
+        return f"{target!r}: {parts.hostname!r} is not a host name or IP address"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{target!r}: a target is scheme, host and port only (no path or query)"
+    if port == 0:
+        return f"{target!r}: the port must be a number from 1 to 65535"
+    return None
+
+
 class UpstreamConfig(Model):
     targets: list[str] = Field(min_length=1)
     """``http://host:port`` URLs, or ``asgi:module:attribute`` for an in-process ASGI app."""
@@ -99,11 +128,9 @@ class UpstreamConfig(Model):
     @classmethod
     def _valid_targets(cls, targets: list[str]) -> list[str]:
         for target in targets:
-            if target.startswith("asgi:"):
-                if target.count(":") != 2:
-                    raise ValueError(f"{target!r}: expected asgi:module:attribute")
-            elif not re.match(r"^http://[^/\s]+(:\d+)?/?$", target):
-                raise ValueError(f"{target!r}: expected http://host:port or asgi:module:attr")
+            problem = target_problem(target)
+            if problem:
+                raise ValueError(problem)
         return targets
 
 
@@ -237,7 +264,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", location=str(path)) from exc
-    return Config(parse_config(text, str(path), environ), path)
+    config = Config(parse_config(text, str(path), environ), path)
+    config.node = yaml.compose(text, Loader=yaml.SafeLoader)
+    return config
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayConfig:
@@ -288,6 +317,10 @@ def _apply_env_overrides(
         targets = [t.strip() for t in value.split(",") if t.strip()]
         if not targets:
             raise ConfigError("is empty", location=f"environment ({source})", key=variable)
+        for target in targets:
+            problem = target_problem(target)
+            if problem:
+                raise ConfigError(problem, location=f"environment ({source})", key=variable)
         if isinstance(upstream, dict):
             upstream["targets"] = targets
     return data
@@ -328,6 +361,17 @@ class Config:
     def __init__(self, gateway: GatewayConfig, path: Path | None = None) -> None:
         self.gateway = gateway
         self.path = path
+        self.node: yaml.Node | None = None
+
+    def error(self, message: str, *loc: str | int) -> ConfigError:
+        """A :class:`ConfigError` pointing at ``loc`` (e.g. ``"upstreams", "ai", "targets"``)
+        in this file, for problems found after validation (an app that cannot be imported)."""
+        parts = [str(p) for p in loc]
+        line = _line_of(self.node, parts)
+        where = str(self.path) if self.path else None
+        if where and line:
+            where = f"{where}:{line}"
+        return ConfigError(message, location=where, key=_format_key(parts) or None)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets masked."""

@@ -197,3 +197,35 @@ class ShuttingDown(ServiceUnavailable):
 
 def problem_body(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+# --- authentication and authorisation --------------------------------------------------------
+
+
+class Unauthorized(OnegateError):
+    """No acceptable credential: 401 with a ``WWW-Authenticate`` challenge.
+
+    ``reason`` is a short machine-readable word (``missing``, ``expired``, ``bad_signature``,
+    ``unknown_issuer``...) for metrics and logs; ``detail`` never contains the credential.
+    """
+
+    status = 401
+    slug = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, reason: str, www_authenticate: str) -> None:
+        super().__init__(detail, headers={"www-authenticate": www_authenticate})
+        self.reason = reason
+
+
+class Forbidden(OnegateError):
+    """The caller is known but lacks a required scope or role: 403."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Not allowed"
+
+    def __init__(self, detail: str, *, reason: str, www_authenticate: str | None = None) -> None:
+        headers = {"www-authenticate": www_authenticate} if www_authenticate else None
+        super().__init__(detail, headers=headers)
+        self.reason = reason

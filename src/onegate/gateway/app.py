@@ -13,6 +13,7 @@ from typing import Any
 
 from onegate.config import Config, load_config
 from onegate.errors import ConfigError
+from onegate.gateway.headers import http_date
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.upstreams import Upstream
 from onegate.types import Receive, Scope, Send
@@ -75,6 +76,7 @@ class Gateway:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"cache-control", b"no-store"),
+                    (b"date", http_date()),
                 ],
             }
         )

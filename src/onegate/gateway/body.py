@@ -21,18 +21,37 @@ class BodySink(Protocol):
 
 
 class RequestBody:
-    __slots__ = ("_consumed", "_receive", "chunked", "length", "limit", "replay")
+    __slots__ = (
+        "_consumed",
+        "_receive",
+        "chunked",
+        "finished",
+        "keep",
+        "length",
+        "limit",
+        "replay",
+    )
 
     def __init__(
-        self, receive: Receive, *, length: int | None, chunked: bool, limit: int | None
+        self,
+        receive: Receive,
+        *,
+        length: int | None,
+        chunked: bool,
+        limit: int | None,
+        keep: int = 0,
     ) -> None:
         self._receive = receive
         self.length = length
         self.chunked = chunked
         self.limit = limit
+        self.keep = keep
+        """A body of at most this many bytes is kept, whatever its pieces, for a retry."""
         #: The whole body, when it is known (no body, or it came in one message).
         self.replay: bytes | None = b"" if (not chunked and not length) else None
         self._consumed = False
+        #: True once the client has sent its last byte (the ASGI ``receive`` is free again).
+        self.finished = self.replay is not None
 
     @property
     def empty(self) -> bool:
@@ -59,7 +78,7 @@ class RequestBody:
             raise RuntimeError("request body already streamed and cannot be replayed")
         self._consumed = True
         received = 0
-        first = True
+        kept: list[bytes] | None = []
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
@@ -69,9 +88,15 @@ class RequestBody:
             received += len(data)
             if self.limit is not None and received > self.limit:
                 raise PayloadTooLarge(f"request body exceeds {self.limit} bytes")
-            if first and not more:
-                self.replay = data
-            first = False
+            if kept is not None:
+                if received <= self.keep or (not more and not kept):
+                    kept.append(data)  # small enough to replay (or all in one piece)
+                else:
+                    kept = None
+            if not more:
+                self.finished = True
+                if kept is not None:
+                    self.replay = kept[0] if len(kept) == 1 else b"".join(kept)
             if data:
                 yield data
             if not more:

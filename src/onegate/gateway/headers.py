@@ -16,7 +16,9 @@ import ipaddress
 import itertools
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
+from email.utils import formatdate
 
 Headers = list[tuple[bytes, bytes]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -98,6 +100,18 @@ def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes
 # and four times cheaper than 16 fresh random bytes per request.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The current time as an HTTP ``Date`` value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]
 
 
 def new_request_id() -> str:

@@ -68,7 +68,11 @@ class ProxyStage:
         if exchange.upstream_headers:
             headers += exchange.upstream_headers
         body = RequestBody(
-            receive, length=exchange.body_length, chunked=exchange.body_chunked, limit=limit
+            receive,
+            length=exchange.body_length,
+            chunked=exchange.body_chunked,
+            limit=limit,
+            keep=route.retries.buffer_bytes if route.retries.attempts else 0,
         )
         return UpstreamRequest(
             method=scope["method"],
@@ -148,6 +152,12 @@ class ProxyStage:
             await exchange.start_response(
                 send, response.status, filter_headers(response.headers, GATEWAY_OWNED_RESPONSE)
             )
+            if not response.at_end and request.body.finished:
+                # The body is still to come: a stream, or a slow upstream. Watch for the client
+                # leaving, so an endless stream (SSE) does not keep the upstream busy for nobody.
+                watcher = asyncio.get_running_loop().create_task(
+                    _watch_disconnect(receive, response)
+                )
             while True:
                 chunk = await response.read_chunk()
                 if chunk is None:
@@ -158,12 +168,6 @@ class ProxyStage:
                     await send({"type": "http.response.body", "body": chunk, "more_body": False})
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if watcher is None:
-                    # More than one piece: a stream. Watch for the client leaving, so an
-                    # endless stream (SSE) does not keep the upstream busy for nobody.
-                    watcher = asyncio.get_running_loop().create_task(
-                        _watch_disconnect(receive, response)
-                    )
             complete = True
         except UpstreamError:
             outcome = False

@@ -31,16 +31,26 @@ class Runtime:
         try:
             self.router = Router(self.config.routes)
         except ValueError as exc:
-            raise ConfigError(str(exc), location=str(source.path) if source.path else None) from exc
+            raise source.error(str(exc), *self._route_location(str(exc))) from exc
         carried = previous.upstreams if previous is not None else {}
         self.upstreams: dict[str, Upstream] = {}
         for name, upstream_config in self.config.upstreams.items():
             old = carried.get(name)
             if old is not None and old.config == upstream_config:
                 self.upstreams[name] = old
-            else:
+                continue
+            try:
                 self.upstreams[name] = Upstream(name, upstream_config)
+            except ConfigError as exc:
+                raise source.error(exc.detail, "upstreams", name, "targets") from exc
         self.app: ASGIApp = compose(STAGES, ProxyStage(self), self)
+
+    def _route_location(self, message: str) -> tuple[str | int, ...]:
+        """``routes[i]`` for a router error naming route i (``route 'name': ...``)."""
+        for index, route in enumerate(self.config.routes):
+            if message.startswith(f"route {route.name!r}"):
+                return ("routes", index, "match")
+        return ("routes",)
 
     def retired(self, previous: Runtime) -> list[Upstream]:
         """Upstreams of ``previous`` that this runtime no longer uses."""

@@ -8,9 +8,13 @@ reloads itself), instead of uvicorn's default of restarting the workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -25,6 +29,42 @@ class ReloadingSupervisor(Multiprocess):
         for process in self.processes:
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+    def _stop_listening(self) -> None:
+        # The workers close their copies of the listening socket as they start draining; the
+        # supervisor's copy must go too, or the kernel keeps accepting connections nobody
+        # will ever serve, instead of refusing them.
+        for sock in self.sockets:
+            sock.close()
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, exiting with status 0 after a graceful shutdown.
+
+    uvicorn re-raises the SIGTERM it caught once it has drained, so the process would die
+    by that signal (status 143) even though every request was served; an orderly shutdown
+    that an operator asked for is a success.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def default_workers() -> int:
@@ -49,14 +89,18 @@ def serve(
         http="httptools",
         ws="websockets-sansio",
         lifespan="on",
+        # The upstream's Date is relayed; uvicorn's own would make it two (gateway-made
+        # answers add theirs, see errors.http_date).
+        date_header=False,
         proxy_headers=False,  # onegate builds X-Forwarded-* itself, from trusted_proxies
         server_header=False,
         access_log=False,
-        timeout_graceful_shutdown=int(server_config.drain_seconds),
+        # uvicorn takes whole seconds; rounding up never cuts a drain short.
+        timeout_graceful_shutdown=math.ceil(server_config.drain_seconds),
         timeout_keep_alive=75,
         log_level="info",
     )
-    server = uvicorn.Server(uv_config)
+    server = GatewayServer(uv_config)
     if workers == 1:
         server.run()
         return

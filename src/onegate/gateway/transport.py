@@ -143,11 +143,23 @@ class Connection(asyncio.Protocol):
         if 100 <= status < 200:
             self._headers = []  # an interim response (103 Early Hints): wait for the real one
             return
+        if status < 200 or status > 599:
+            self._abort(UpstreamProtocolError(f"upstream sent an invalid status {status}"))
+            return
+        framed = False
+        for name, value in self._headers:
+            if name == b"content-length":
+                framed = True
+            elif name == b"transfer-encoding":
+                framed = True
+                if value.strip().lower() != b"chunked":
+                    # The gateway re-frames bodies for the client; it can only undo chunked.
+                    self._abort(UpstreamProtocolError(f"upstream used transfer coding {value!r}"))
+                    return
         self._status = status
         self._head_done = True
         # llhttp forgets this once the message is complete, so ask while the head is current.
         self._keep_alive = self._parser.should_keep_alive()
-        framed = any(n in (b"content-length", b"transfer-encoding") for n, _ in self._headers)
         self._until_eof = not framed and status not in (204, 304)
         self._wake()
 

@@ -211,9 +211,10 @@ def load_asgi_app(reference: str) -> ASGIApp:
 class AsgiTarget(Target):
     kind = "asgi"
 
-    def __init__(self, url: str, config: UpstreamConfig) -> None:
+    def __init__(self, url: str, config: UpstreamConfig, app: ASGIApp | None = None) -> None:
         super().__init__(url, config)
-        self.app = load_asgi_app(url)
+        # An app the gateway built itself (the admin API) is handed over; others are imported.
+        self.app = app if app is not None else load_asgi_app(url)
 
     async def open(self, request: UpstreamRequest) -> UpstreamResponse:
         response = AsgiResponse(self.app, request)
@@ -367,10 +368,17 @@ def make_target(url: str, config: UpstreamConfig) -> Target:
 class Upstream:
     """A named group of targets with a balancing policy, health checks and breakers."""
 
-    def __init__(self, name: str, config: UpstreamConfig) -> None:
+    def __init__(
+        self, name: str, config: UpstreamConfig, targets: Sequence[Target] | None = None
+    ) -> None:
         self.name = name
         self.config = config
-        self.targets: tuple[Target, ...] = tuple(make_target(u, config) for u in config.targets)
+        # ``targets`` already built: the gateway's internal upstreams (the admin surface).
+        self.targets: tuple[Target, ...] = (
+            tuple(targets)
+            if targets is not None
+            else tuple(make_target(u, config) for u in config.targets)
+        )
         self._next = itertools.count()
         self._health_task: asyncio.Task[None] | None = None
 

@@ -140,7 +140,20 @@ async def _relay_remote(
     except (OSError, WebSocketException) as exc:
         raise UpstreamConnectError(f"WebSocket connect to {target.url} failed: {exc}") from None
     async with upstream:
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        # The upstream's handshake headers (cookies, its own ids) reach the client; the
+        # handshake mechanics themselves were negotiated hop by hop.
+        handshake = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in (upstream.response.headers.raw_items() if upstream.response else ())
+        ]
+        accept_headers = filter_headers(handshake, HANDSHAKE | {b"date", b"server"})
+        await send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": upstream.subprotocol,
+                "headers": accept_headers,
+            }
+        )
         await _pump(receive, send, upstream)
     return True
 

@@ -16,6 +16,7 @@ from onegate.errors import (
     problem_body,
 )
 from onegate.gateway.exchange import exchange_of
+from onegate.gateway.headers import http_date
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
 
@@ -68,6 +69,7 @@ async def send_problem(scope: Scope, send: Send, error: OnegateError) -> None:
         (b"content-type", PROBLEM_CONTENT_TYPE),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
+        (b"date", http_date()),
     ]
     headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
     if isinstance(error, _CLOSE_AFTER):

@@ -45,6 +45,8 @@ class GuardStage(Stage):
                 hosts += 1
                 if hosts > 1:
                     raise AmbiguousFraming("duplicate Host header")
+        if hosts == 0 and scope.get("http_version") == "1.1":
+            raise BadRequest("HTTP/1.1 requests must carry a Host header")
         if size > self.max_header_bytes:
             raise HeadersTooLarge(f"request head is larger than {self.max_header_bytes} bytes")
         exchange = exchange_of(scope)
