@@ -22,8 +22,26 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+class Ticket:
+    """The right to send one request, returned by :meth:`CircuitBreaker.acquire`.
+
+    A request that started while the breaker was closed and ends after it opened must not be
+    taken for a half-open probe; the ticket says which one it was.
+    """
+
+    __slots__ = ("epoch", "probe")
+
+    def __init__(self, probe: bool, epoch: int) -> None:
+        self.probe = probe
+        self.epoch = epoch
+
+
+#: The ticket of every request while closed: shared, so the hot path allocates nothing.
+PASS = Ticket(False, -1)
+
+
 class CircuitBreaker:
-    __slots__ = ("_failures", "_opened_at", "_probes", "_successes", "config", "state")
+    __slots__ = ("_epoch", "_failures", "_opened_at", "_probes", "_successes", "config", "state")
 
     def __init__(self, config: BreakerConfig) -> None:
         self.config = config
@@ -32,6 +50,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0
         self._successes = 0
+        self._epoch = 0  # bumped at every half-open period
 
     def available(self, now: float | None = None) -> bool:
         """Could a request be let through now? (Does not reserve a probe slot.)"""
@@ -42,25 +61,28 @@ class CircuitBreaker:
             return now - self._opened_at >= self.config.open_seconds
         return self._probes < self.config.half_open_probes
 
-    def acquire(self, now: float | None = None) -> bool:
-        """Reserve the right to send one request; pair every True with :meth:`release`."""
+    def acquire(self, now: float | None = None) -> Ticket | None:
+        """Reserve the right to send one request, or None; pass the ticket to :meth:`release`."""
         if self.state is BreakerState.CLOSED:
-            return True
+            return PASS
         now = time.monotonic() if now is None else now
         if self.state is BreakerState.OPEN:
             if now - self._opened_at < self.config.open_seconds:
-                return False
+                return None
             self.state = BreakerState.HALF_OPEN
             self._probes = 0
             self._successes = 0
+            self._epoch += 1
         if self._probes >= self.config.half_open_probes:
-            return False
+            return None
         self._probes += 1
-        return True
+        return Ticket(True, self._epoch)
 
-    def release(self, success: bool | None) -> None:
+    def release(self, ticket: Ticket, success: bool | None) -> None:
         """Record the outcome: True, False, or None when it says nothing about the target."""
-        if self.state is BreakerState.HALF_OPEN:
+        if ticket.probe:
+            if ticket.epoch != self._epoch or self.state is not BreakerState.HALF_OPEN:
+                return  # a probe of an earlier period
             self._probes -= 1
             if success is False:
                 self._open()
@@ -70,12 +92,11 @@ class CircuitBreaker:
                     self.state = BreakerState.CLOSED
                     self._failures = 0
             return
+        if self.state is not BreakerState.CLOSED:
+            return  # sent before the breaker opened: its outcome is already accounted for
         if success is False:
             self._failures += 1
-            if (
-                self.state is BreakerState.CLOSED
-                and self._failures >= self.config.failure_threshold
-            ):
+            if self._failures >= self.config.failure_threshold:
                 self._open()
         elif success:
             self._failures = 0

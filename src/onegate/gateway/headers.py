@@ -161,6 +161,14 @@ def _first(headers: Sequence[tuple[bytes, bytes]], wanted: bytes) -> bytes | Non
     return None
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _forwarded_node(address: str) -> str:
     if ":" in address:  # IPv6 needs brackets and quotes in Forwarded (RFC 7239 section 6)
         return f'"[{address}]"'
@@ -190,7 +198,10 @@ class ForwardedInfo:
         host = host_header.decode("latin-1") if host_header else ""
         if not trusted.networks or not trusted.trusts(peer):
             return cls(peer, [peer], scheme, host)
-        chain = [*_chain(headers), peer]
+        # Hops before the peer come from a client: anything but an address is "unknown", so a
+        # forged hop can't smuggle extra parameters into Forwarded.
+        chain = [hop if _is_ip(hop) else "unknown" for hop in _chain(headers)]
+        chain.append(peer)
         client = peer
         for hop in reversed(chain):
             client = hop

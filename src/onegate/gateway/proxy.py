@@ -21,12 +21,14 @@ from onegate.errors import (
     UpstreamTimeout,
 )
 from onegate.gateway.body import RequestBody
+from onegate.gateway.breaker import Ticket
 from onegate.gateway.exchange import Exchange, exchange_of
 from onegate.gateway.headers import (
     GATEWAY_OWNED_REQUEST,
     GATEWAY_OWNED_RESPONSE,
     REQUEST_ID,
     filter_headers,
+    http_date,
 )
 from onegate.gateway.upstreams import Target, UpstreamRequest, UpstreamResponse
 from onegate.gateway.websocket import proxy_websocket
@@ -48,8 +50,8 @@ class ProxyStage:
             await proxy_websocket(scope, receive, send, exchange)
             return
         request = self._upstream_request(scope, receive, exchange)
-        target, response = await self._open(request, exchange)
-        await self._relay(target, response, request, exchange, receive, send)
+        target, ticket, response = await self._open(request, exchange)
+        await self._relay(target, ticket, response, request, exchange, receive, send)
 
     def _upstream_request(
         self, scope: Scope, receive: Receive, exchange: Exchange
@@ -86,7 +88,7 @@ class ProxyStage:
 
     async def _open(
         self, request: UpstreamRequest, exchange: Exchange
-    ) -> tuple[Target, UpstreamResponse]:
+    ) -> tuple[Target, Ticket, UpstreamResponse]:
         """Send the request, retrying where that is safe; return once a response head is in."""
         upstream = exchange.upstream
         assert upstream is not None and exchange.match is not None
@@ -96,7 +98,7 @@ class ProxyStage:
         attempts_left = 1 + retries.attempts
         tried: list[Target] = []
         while True:
-            target = upstream.pick(tried)
+            target, ticket = upstream.pick(tried)
             tried.append(target)
             exchange.target = target
             exchange.attempts += 1
@@ -106,7 +108,7 @@ class ProxyStage:
                 response = await target.open(request)
             except UpstreamError as error:
                 target.outstanding -= 1
-                target.breaker.release(False)
+                target.breaker.release(ticket, False)
                 retryable = error.never_sent or (
                     idempotent
                     and not isinstance(error, UpstreamTimeout)
@@ -118,7 +120,7 @@ class ProxyStage:
             except BaseException:
                 # A body that is too large or a client that left says nothing about the target.
                 target.outstanding -= 1
-                target.breaker.release(None)
+                target.breaker.release(ticket, None)
                 raise
             status = response.status
             if (
@@ -129,13 +131,14 @@ class ProxyStage:
             ):
                 response.close(reusable=False)
                 target.outstanding -= 1
-                target.breaker.release(False if status in failure_statuses else None)
+                target.breaker.release(ticket, False if status in failure_statuses else None)
                 continue
-            return target, response
+            return target, ticket, response
 
     async def _relay(
         self,
         target: Target,
+        ticket: Ticket,
         response: UpstreamResponse,
         request: UpstreamRequest,
         exchange: Exchange,
@@ -149,9 +152,13 @@ class ProxyStage:
         complete = False
         watcher: asyncio.Task[None] | None = None
         try:
-            await exchange.start_response(
-                send, response.status, filter_headers(response.headers, GATEWAY_OWNED_RESPONSE)
-            )
+            headers = filter_headers(response.headers, GATEWAY_OWNED_RESPONSE)
+            for name, _ in headers:
+                if name == b"date":
+                    break
+            else:  # a proxy adds the Date an upstream left out (RFC 9110 section 6.6.1)
+                headers.append((b"date", http_date()))
+            await exchange.start_response(send, response.status, headers)
             if not response.at_end and request.body.finished:
                 # The body is still to come: a stream, or a slow upstream. Watch for the client
                 # leaving, so an endless stream (SSE) does not keep the upstream busy for nobody.
@@ -185,7 +192,7 @@ class ProxyStage:
                     await watcher
             response.close(reusable=complete)
             target.outstanding -= 1
-            target.breaker.release(outcome if complete or outcome is False else None)
+            target.breaker.release(ticket, outcome if complete or outcome is False else None)
 
 
 async def _watch_disconnect(receive: Receive, response: UpstreamResponse) -> None:

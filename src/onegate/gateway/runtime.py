@@ -7,20 +7,24 @@ health state and breakers survive a reload.
 
 from __future__ import annotations
 
+from onegate.admin.surface import AdminSurface
 from onegate.config import Config, GatewayConfig
 from onegate.errors import ConfigError
 from onegate.gateway.headers import TrustedProxies
 from onegate.gateway.pipeline import compose
 from onegate.gateway.proxy import ProxyStage
 from onegate.gateway.routing import Router
+from onegate.gateway.stages.auth import AuthStage
+from onegate.gateway.stages.cors import CorsStage
 from onegate.gateway.stages.errors import ErrorsStage
 from onegate.gateway.stages.guard import GuardStage
 from onegate.gateway.stages.match import MatchStage
 from onegate.gateway.stages.observe import ObserveStage
+from onegate.gateway.stages.ratelimit import RateLimitStage
 from onegate.gateway.upstreams import Upstream
 from onegate.types import ASGIApp
 
-STAGES = (ObserveStage, ErrorsStage, GuardStage, MatchStage)
+STAGES = (ObserveStage, ErrorsStage, GuardStage, MatchStage, CorsStage, AuthStage, RateLimitStage)
 
 
 class Runtime:
@@ -43,6 +47,8 @@ class Runtime:
                 self.upstreams[name] = Upstream(name, upstream_config)
             except ConfigError as exc:
                 raise source.error(exc.detail, "upstreams", name, "targets") from exc
+        # The gateway's own endpoints (/_onegate/**, metrics), matched before any route.
+        self.admin = AdminSurface(self)
         self.app: ASGIApp = compose(STAGES, ProxyStage(self), self)
 
     def _route_location(self, message: str) -> tuple[str | int, ...]:

@@ -20,6 +20,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from onegate.config import CONFIG_ENV, Config
+from onegate.observability.multiprocess import metrics_directory, worker_exited
 
 
 class ReloadingSupervisor(Multiprocess):
@@ -29,6 +30,13 @@ class ReloadingSupervisor(Multiprocess):
         for process in self.processes:
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                worker_exited(pid)  # its in-flight count and target views are gone with it
 
     def handle_term(self) -> None:
         self._stop_listening()
@@ -101,8 +109,11 @@ def serve(
         log_level="info",
     )
     server = GatewayServer(uv_config)
-    if workers == 1:
-        server.run()
-        return
-    sock = uv_config.bind_socket()
-    ReloadingSupervisor(uv_config, sockets=[sock]).run()
+    # Workers share metric values through files in a fresh directory, named in the environment
+    # before any worker starts. Always, even with metrics off: a reload may turn them on.
+    with metrics_directory():
+        if workers == 1:
+            server.run()
+            return
+        sock = uv_config.bind_socket()
+        ReloadingSupervisor(uv_config, sockets=[sock]).run()

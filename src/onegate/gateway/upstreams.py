@@ -32,7 +32,7 @@ from onegate.errors import (
     UpstreamTimeout,
 )
 from onegate.gateway.body import RequestBody
-from onegate.gateway.breaker import CircuitBreaker
+from onegate.gateway.breaker import CircuitBreaker, Ticket
 from onegate.gateway.transport import ConnectionPool, encode_head
 from onegate.types import ASGIApp, Message, Scope
 
@@ -382,16 +382,19 @@ class Upstream:
         self._next = itertools.count()
         self._health_task: asyncio.Task[None] | None = None
 
-    def pick(self, tried: Sequence[Target] = ()) -> Target:
+    def pick(self, tried: Sequence[Target] = ()) -> tuple[Target, Ticket]:
         """Choose a target and reserve it with its breaker; raise 503 errors when none is left.
 
         Targets already ``tried`` by this request are avoided while others are available.
+        Every ticket returned must go back to ``target.breaker.release``.
         """
         now = time.monotonic()
         targets = self.targets
         count = len(targets)
-        if count == 1 and targets[0].healthy and targets[0].breaker.acquire(now):
-            return targets[0]
+        if count == 1 and targets[0].healthy:
+            ticket = targets[0].breaker.acquire(now)
+            if ticket is not None:
+                return targets[0], ticket
         start = next(self._next) % count
         order = [targets[(start + i) % count] for i in range(count)]
         if tried and count > 1:
@@ -400,8 +403,10 @@ class Upstream:
         if self.config.balance == "least_outstanding":
             order.sort(key=lambda t: t.outstanding)  # stable: ties keep round-robin order
         for target in order:
-            if target.healthy and target.breaker.acquire(now):
-                return target
+            if target.healthy:
+                ticket = target.breaker.acquire(now)
+                if ticket is not None:
+                    return target, ticket
         if any(t.healthy for t in targets):
             retry = min(t.breaker.retry_after(now) for t in targets if t.healthy)
             raise CircuitOpen(

@@ -55,7 +55,7 @@ class UpstreamRefused(OnegateError):
 async def proxy_websocket(scope: Scope, receive: Receive, send: Send, exchange: Exchange) -> None:
     upstream, match, forwarded = exchange.upstream, exchange.match, exchange.forwarded
     assert upstream is not None and match is not None and forwarded is not None
-    target = upstream.pick()
+    target, ticket = upstream.pick()
     exchange.target = target
     exchange.attempts = 1
     drop = exchange.drop_upstream_headers
@@ -102,7 +102,7 @@ async def proxy_websocket(scope: Scope, receive: Receive, send: Send, exchange: 
         raise
     finally:
         target.outstanding -= 1
-        target.breaker.release(outcome)
+        target.breaker.release(ticket, outcome)
 
 
 async def _relay_remote(

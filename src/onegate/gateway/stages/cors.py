@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from onegate.gateway.cors import ALLOW_ORIGIN, VARY_ORIGIN, CorsRules
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
+from onegate.gateway.headers import http_date
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
 
@@ -96,5 +97,6 @@ class CorsStage(Stage):
     ) -> None:
         # Raises CorsRejected (403, no CORS headers, so the browser blocks the real request).
         headers = rules.preflight_headers(origin, method, requested)
+        headers.append((b"date", http_date()))  # uvicorn's is off; gateway-made answers add it
         await exchange.start_response(send, 204, headers)
         await send({"type": "http.response.body", "body": b""})

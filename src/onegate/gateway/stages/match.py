@@ -1,12 +1,25 @@
-"""Finds the route; every later stage reads it from the exchange."""
+"""Finds the route; every later stage reads it from the exchange.
+
+Two things are matched before the configured routes:
+
+- the gateway's own endpoints (``/_onegate/**`` and the metrics path, see
+  :mod:`onegate.admin.surface`), so no configured route can shadow them;
+- a CORS preflight is matched as the request it announces (its
+  ``Access-Control-Request-Method``), because that is the request whose route's CORS policy
+  it asks about. Otherwise a route whose ``methods`` leave out ``OPTIONS`` would answer the
+  preflight 405 and the browser would never send the real request. If that route has no CORS
+  policy, the ``OPTIONS`` request is routed as itself and its upstream answers it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from onegate.errors import MethodNotAllowed, RouteNotFound
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.pipeline import Stage
-from onegate.gateway.routing import normalize_path
+from onegate.gateway.routing import RouteMatch, normalize_path
+from onegate.gateway.stages.cors import preflight_method
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -31,13 +44,37 @@ class MatchStage(Stage):
         super().__init__(app, runtime)
         self.router = runtime.router
         self.upstreams = runtime.upstreams
+        self.admin = runtime.admin
+        self.internal_prefixes = runtime.admin.prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         path = normalize_path(raw_path)
-        method = scope.get("method", "GET")
-        match = self.router.match(method, request_host(scope), path)
         exchange = exchange_of(scope)
+        if path.startswith(self.internal_prefixes):
+            internal = self.admin.match(scope, path, exchange)
+            if internal is not None:
+                exchange.match, exchange.upstream = internal
+                await self.app(scope, receive, send)
+                return
+        method = scope.get("method", "GET")
+        host = request_host(scope)
+        if method == "OPTIONS":
+            match = self._match_options(scope, host, path)
+        else:
+            match = self.router.match(method, host, path)
         exchange.match = match
         exchange.upstream = self.upstreams[match.route.upstream]
         await self.app(scope, receive, send)
+
+    def _match_options(self, scope: Scope, host: str | None, path: str) -> RouteMatch:
+        announced = preflight_method(scope)
+        if announced:
+            try:
+                match = self.router.match(announced, host, path)
+            except (RouteNotFound, MethodNotAllowed):
+                pass  # the real request would fail too; route the OPTIONS as itself
+            else:
+                if match.route.config.cors is not None:
+                    return match  # the cors stage answers it; it never reaches the upstream
+        return self.router.match("OPTIONS", host, path)
