@@ -135,3 +135,117 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# --- onegate keys: API keys of the api_key issuers ------------------------------------------
+
+keys_app = typer.Typer(
+    help="Create, list, revoke and rotate API keys (stored hashed).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+IssuerOption = Annotated[
+    str | None,
+    typer.Option("--issuer", "-i", help="api_key issuer (default: the only one configured)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@keys_app.command("create")
+def keys_create(
+    subject: Annotated[str, typer.Option(help="Who the key authenticates (service, partner).")],
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help="A granted scope (repeatable).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant the key acts for.")] = None,
+    name: Annotated[str | None, typer.Option(help="Label (default: the subject).")] = None,
+    expires_in: Annotated[
+        str | None, typer.Option("--expires-in", help="Lifetime: 90s, 15m, 24h, 30d, 2w.")
+    ] = None,
+    issuer: IssuerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key and print it. It is shown this once: only its hash is stored."""
+    from onegate.auth.keyadmin import KeyAdminError, create, describe, issuer_store, parse_duration
+
+    loaded = _load(config)
+    try:
+        lifetime = parse_duration(expires_in) if expires_in is not None else None
+        with issuer_store(loaded, issuer) as store:
+            created = create(
+                store, subject=subject, scopes=scope or [], tenant=tenant, name=name,
+                expires_in=lifetime,
+            )  # fmt: skip
+    except KeyAdminError as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps({"key": created.key.token, **describe(created.record)}))
+        return
+    typer.echo(f"key id: {created.record.key_id}")
+    typer.echo(f"key:    {created.key.token}")
+    typer.echo("Store the key now: it cannot be shown again.", err=True)
+
+
+@keys_app.command("list")
+def keys_list(
+    issuer: IssuerOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """List keys: ids, subjects, scopes, expiry and status (never secrets or hashes)."""
+    from onegate.auth.keyadmin import KeyAdminError, describe, issuer_store, table
+
+    loaded = _load(config)
+    try:
+        with issuer_store(loaded, issuer) as store:
+            rows = [describe(record) for record in store.list()]
+    except KeyAdminError as error:
+        fail(str(error))
+    typer.echo(json.dumps(rows) if as_json else table(rows))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after og_).")],
+    issuer: IssuerOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key; gateways refuse it within the issuer's cache_seconds."""
+    from onegate.auth.keyadmin import KeyAdminError, issuer_store, revoke
+
+    loaded = _load(config)
+    try:
+        with issuer_store(loaded, issuer) as store:
+            record = revoke(store, key_id)
+    except KeyAdminError as error:
+        fail(str(error))
+    typer.echo(f"revoked {record.key_id} ({record.subject})")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="The key to replace.")],
+    overlap: Annotated[
+        str, typer.Option(help="How long the old key keeps working: 90s, 15m, 24h, 30d.")
+    ] = "24h",
+    issuer: IssuerOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a new key with the same grants; the old one expires after the overlap."""
+    from onegate.auth.keyadmin import KeyAdminError, describe, issuer_store, parse_duration, rotate
+
+    loaded = _load(config)
+    try:
+        seconds = parse_duration(overlap)
+        with issuer_store(loaded, issuer) as store:
+            created, old = rotate(store, key_id, overlap=seconds)
+    except KeyAdminError as error:
+        fail(str(error))
+    if as_json:
+        new = {"key": created.key.token, **describe(created.record)}
+        typer.echo(json.dumps({"new": new, "old": describe(old)}))
+        return
+    typer.echo(f"key id: {created.record.key_id}")
+    typer.echo(f"key:    {created.key.token}")
+    typer.echo(f"old key {old.key_id} now expires at {describe(old)['expires_at']}")
+    typer.echo("Store the key now: it cannot be shown again.", err=True)

@@ -279,7 +279,8 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"invalid YAML: {problem}", location=f"{source}{at_line}") from exc
     if data is None:
-        data = {}
+        # Also what an editor's half-written file looks like: never take it for "no routes".
+        raise ConfigError("the config file is empty", location=f"{source}:1")
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping", location=f"{source}:1")
     data = _apply_env_overrides(data, environ, source)

@@ -229,3 +229,22 @@ class Forbidden(OnegateError):
         headers = {"www-authenticate": www_authenticate} if www_authenticate else None
         super().__init__(detail, headers=headers)
         self.reason = reason
+
+
+class TooManyRequests(OnegateError):
+    """A rate limit is used up: 429, with ``Retry-After`` in whole seconds (at least 1)."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"retry-after": str(max(1, retry_after))})
+        self.retry_after = max(1, retry_after)
+
+
+class RateLimitStoreUnavailable(ServiceUnavailable):
+    """The shared rate-limit store did not answer in time; the gateway is set to fail closed."""
+
+    slug = "rate-limit-store-unavailable"
+    title = "Rate limit store unavailable"

@@ -28,6 +28,7 @@ from onegate.config import Config, Match, Retries, RouteConfig, UpstreamConfig
 from onegate.errors import BadRequest, MethodNotAllowed, RouteNotFound
 from onegate.gateway.routing import Route, RouteMatch, normalize_path
 from onegate.gateway.upstreams import AsgiTarget, Upstream
+from onegate.observability.metrics import metrics_app
 from onegate.types import ASGIApp, Scope
 
 if TYPE_CHECKING:
@@ -61,46 +62,30 @@ class AdminSurface:
         self.prefixes: tuple[str, ...] = (PREFIX,)
 
         app = create_admin_app(runtime)
-        admin = _admin_only("_onegate.admin", app, admin_scope)
-        self.admin_route = _route("_onegate.admin", Match(prefix=PREFIX), admin, public=False)
-        self.admin = admin
-        self.jwks = _public("_onegate.jwks", Match(path=JWKS_PATH), app)
-        self.upstreams = [admin, self.jwks[1]]
-
-        self.metrics_public: Internal | None = None
-        self.metrics_admin: Internal | None = None
-        metrics = _metrics_app()
-        if self.metrics_path is not None and metrics is not None:
-            self.prefixes += (self.metrics_path,)
-            match = Match(path=self.metrics_path)
-            self.metrics_public = _public("_onegate.metrics-local", match, metrics)
-            upstream = _admin_only("_onegate.metrics", metrics, admin_scope)
-            route = _route("_onegate.metrics", match, upstream, public=False)
-            self.metrics_admin = (RouteMatch(route, {}, self.metrics_path), upstream)
-            self.upstreams += [self.metrics_public[1], upstream]
+        self.admin = _admin_only("_onegate.admin", app, admin_scope)
+        self.admin_route = _route("_onegate.admin", Match(prefix=PREFIX), self.admin, public=False)
+        self.jwks = _internal("_onegate.jwks", JWKS_PATH, app, None)
         self.public_networks = Networks(metrics_config.public_networks)
-
-    @property
-    def routes(self) -> list[Route]:
-        """Every internal route, for stages that precompute something per route."""
-        internal = [self.admin_route, self.jwks[0].route]
-        for pair in (self.metrics_public, self.metrics_admin):
-            if pair is not None:
-                internal.append(pair[0].route)
-        return internal
+        #: The metrics endpoint for peers in ``public_networks``, and for everyone else.
+        self.metrics: tuple[Internal, Internal] | None = None
+        if self.metrics_path is not None:
+            self.prefixes += (self.metrics_path,)
+            self.metrics = (
+                _internal("_onegate.metrics-local", self.metrics_path, metrics_app, None),
+                _internal("_onegate.metrics", self.metrics_path, metrics_app, admin_scope),
+            )
 
     def match(self, scope: Scope, path: str, exchange: Exchange) -> Internal | None:
         """The internal route for ``path``, or None if ``path`` is not the gateway's own.
 
         Raises the problem to answer when the path is internal but cannot be served.
         """
-        if path == self.metrics_path and self.metrics_admin is not None:
+        if path == self.metrics_path and self.metrics is not None:
             self._check(scope)
-            if self._public_peer(scope, exchange):
-                assert self.metrics_public is not None
-                return self.metrics_public
+            if self.is_public_peer(scope, exchange):
+                return self.metrics[0]
             self._need_issuer()
-            return self.metrics_admin
+            return self.metrics[1]
         if path != PREFIX and not path.startswith(PREFIX + "/"):
             return None  # "/_onegatefoo" is an ordinary path
         self._check(scope)
@@ -109,7 +94,7 @@ class AdminSurface:
         self._need_issuer()
         return RouteMatch(self.admin_route, {}, path), self.admin
 
-    def _public_peer(self, scope: Scope, exchange: Exchange) -> bool:
+    def is_public_peer(self, scope: Scope, exchange: Exchange) -> bool:
         # The TCP peer, which a header cannot forge, and the client behind it: through a
         # trusted proxy on the same host the peer is loopback but the client may not be.
         client = scope.get("client")
@@ -137,7 +122,9 @@ def check_reserved(source: Config, metrics_path: str | None) -> None:
         except BadRequest:
             continue  # not a path any request can have; the router reports it
         if normal == PREFIX or normal.startswith(PREFIX + "/"):
-            raise source.error(f"{where!r}: paths under {PREFIX}/ are the gateway's own", *_at(index))
+            raise source.error(
+                f"{where!r}: paths under {PREFIX}/ are the gateway's own", *_at(index)
+            )
         if metrics_path is not None and normal == metrics_path.rstrip("/"):
             raise source.error(
                 f"{where!r} is the metrics path (observability.metrics.path): "
@@ -153,17 +140,6 @@ def _at(index: int) -> tuple[str | int, ...]:
     return ("routes", index, "match")
 
 
-def _metrics_app() -> ASGIApp | None:
-    """The observability package's metrics endpoint, when that package provides one."""
-    try:
-        from onegate.observability.metrics import metrics_app
-    except ModuleNotFoundError as exc:
-        if exc.name != "onegate.observability.metrics":
-            raise
-        return None
-    return metrics_app
-
-
 # Internal upstreams have no health checks and are never retried: the app runs in process.
 _UPSTREAM = UpstreamConfig(targets=["asgi:onegate.admin.app:create_admin_app"])
 _NO_RETRIES = Retries(attempts=0)
@@ -174,14 +150,19 @@ def _admin_only(name: str, app: ASGIApp, admin_scope: str) -> Upstream:
     return Upstream(name, _UPSTREAM, targets=[target])
 
 
-def _public(name: str, match: Match, app: ASGIApp) -> Internal:
-    upstream = Upstream(name, _UPSTREAM, targets=[AsgiTarget(f"internal:{name}", _UPSTREAM, app)])
-    route = _route(name, match, upstream, public=True)
-    assert match.path is not None  # public internal routes are exact paths
-    return RouteMatch(route, {}, match.path), upstream
+def _internal(name: str, path: str, app: ASGIApp, admin_scope: str | None) -> Internal:
+    """An exact-path internal route: public when ``admin_scope`` is None, else admin-only."""
+    if admin_scope is None:
+        target = AsgiTarget(f"internal:{name}", _UPSTREAM, app)
+        upstream = Upstream(name, _UPSTREAM, targets=[target])
+    else:
+        upstream = _admin_only(name, app, admin_scope)
+    route = _route(name, Match(path=path), upstream, public=admin_scope is None)
+    return RouteMatch(route, {}, path), upstream
 
 
 def _route(name: str, match: Match, upstream: Upstream, *, public: bool) -> Route:
+    # Admin-only routes need authentication here; their AdminTarget then checks for admins.
     policy = RouteAuth(policy="public" if public else "authenticated")
     # Built without validation: the "_" name is what keeps it apart from configured routes.
     config = RouteConfig.model_construct(

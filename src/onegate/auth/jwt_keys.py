@@ -9,7 +9,7 @@ public key used as an HMAC secret, whatever the token says.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,10 @@ def from_pem(pem: bytes, kid: str | None = None) -> VerificationKey:
 
 
 def load_static(
-    spec: StaticKey, algorithms: list[str], base_dir: Path, environ: Mapping[str, str] | None = None
+    spec: StaticKey,
+    algorithms: Sequence[str],
+    base_dir: Path,
+    environ: Mapping[str, str] | None = None,
 ) -> VerificationKey:
     """Load one configured key and check that it suits at least one allowed algorithm."""
     environ = os.environ if environ is None else environ

@@ -119,6 +119,7 @@ class Gateway:
 
     async def _watch(self) -> None:
         """Once a second: expire idle connections and reload if the file changed."""
+        seen: str | None = None
         while True:
             await asyncio.sleep(1.0)
             self.runtime.sweep()
@@ -129,8 +130,13 @@ class Gateway:
                 fingerprint = hashlib.sha256(source.path.read_bytes()).hexdigest()
             except OSError:
                 continue
-            if fingerprint != self._fingerprint:
-                self._fingerprint = fingerprint  # try each new content once
+            if fingerprint == self._fingerprint:
+                seen = None
+            elif fingerprint != seen:
+                seen = fingerprint  # changed: wait one more tick, an editor may be mid-write
+            else:
+                self._fingerprint = fingerprint  # stable for a second: try it, once
+                seen = None
                 self.reload()
 
     # --- lifespan --------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class Exchange:
     upstream_headers: list[tuple[bytes, bytes]] | None = None
     """Headers stages ask to add to the request sent upstream (identity, traceparent), after
     the client's headers have been filtered, so a client can never supply or remove them."""
+    drop_response_headers: frozenset[bytes] = frozenset()
+    """Upstream response header names (lower-case) the gateway answers for itself (CORS)."""
     drop_upstream_headers: frozenset[bytes] = frozenset()
     """Further client header names (lower-case) not to forward (e.g. a consumed API key)."""
 

@@ -152,7 +152,11 @@ class ProxyStage:
         complete = False
         watcher: asyncio.Task[None] | None = None
         try:
-            headers = filter_headers(response.headers, GATEWAY_OWNED_RESPONSE)
+            dropped = exchange.drop_response_headers
+            headers = filter_headers(
+                response.headers,
+                GATEWAY_OWNED_RESPONSE | dropped if dropped else GATEWAY_OWNED_RESPONSE,
+            )
             for name, _ in headers:
                 if name == b"date":
                     break

@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, ClassVar
 
-from onegate.auth.assertion import config_dir_of
-from onegate.auth.authenticator import Authenticator
+from onegate.auth.assertion import AssertionKeyError, config_dir_of
+from onegate.auth.authenticator import Authenticator, IssuerError
 from onegate.auth.credentials import AUTHORIZATION, carries_api_key, find_credential
 from onegate.auth.policy import RoutePolicy, compile_policy
 from onegate.auth.rejection import Rejected
-from onegate.errors import ConfigError, Forbidden, Unauthorized
+from onegate.errors import Forbidden, Unauthorized
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
@@ -37,35 +37,42 @@ class AuthStage(Stage):
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)
         auth = runtime.config.auth
-        location = str(runtime.source.path) if runtime.source.path else None
+        source = runtime.source
         policies: list[RoutePolicy] = []
         for index, route in enumerate(runtime.config.routes):
             try:
                 policies.append(compile_policy(route.auth, auth))
             except ValueError as exc:
-                raise ConfigError(
-                    str(exc), location=location, key=f"routes[{index}].auth"
-                ) from None
+                raise source.error(str(exc), "routes", index, "auth") from None
         self.policies = tuple(policies)
         self._auth_config = auth
         self._internal: dict[str, RoutePolicy] = {}
         """Policies of the gateway's own routes (``/_onegate/**``), which have no index."""
         try:
             self.authenticator = Authenticator(auth, config_dir_of(runtime))
-        except ValueError as exc:
-            raise ConfigError(str(exc), location=location, key="auth.issuers") from None
+        except IssuerError as exc:
+            raise source.error(str(exc), "auth", "issuers", exc.index) from None
+        except AssertionKeyError as exc:
+            configured = auth.assertion.key_file is not None
+            loc = ("auth", "assertion", "key_file") if configured else ("auth", "state_dir")
+            raise source.error(f"assertion key: {exc}", *loc) from None
         self.realm = f'Bearer realm="{_quoted(auth.realm)}"'
         # A public route may still carry an API key in Authorization; it is not forwarded
         # either when some issuer says keys stay at the gateway.
         self._strip_bearer_keys = bool(self.authenticator.never_forward)
 
-    # --- lifecycle (see the report to the lead: Runtime.start()/aclose() should call these) --
+    # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start background work (JWKS refreshes). Idempotent; needs a running loop."""
+        """Start background work (JWKS refreshes). Idempotent; needs a running loop.
+
+        Meant for the runtime's start-up; until something calls it, the first request that
+        needs to verify a credential does.
+        """
         self.authenticator.start()
 
     async def aclose(self) -> None:
+        """Stop the JWKS refreshes and close the key stores' connections."""
         await self.authenticator.aclose()
 
     # --- the request -----------------------------------------------------------------------

@@ -46,6 +46,18 @@ def preflight_method(scope: Scope) -> str | None:
     return method if origin and method else None
 
 
+UPSTREAM_CORS_HEADERS = frozenset(
+    {
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-methods",
+        b"access-control-allow-headers",
+        b"access-control-expose-headers",
+        b"access-control-max-age",
+    }
+)
+
+
 class CorsStage(Stage):
     name: ClassVar[str] = "cors"
 
@@ -78,6 +90,9 @@ class CorsStage(Stage):
         # The answer depends on Origin even when there is none: a shared cache must not hand a
         # response without CORS headers to a page from an allowed origin.
         exchange.add_response_header(*VARY_ORIGIN)
+        # The gateway speaks CORS for this route; an upstream's own answer would make the
+        # headers appear twice, which browsers refuse.
+        exchange.drop_response_headers = UPSTREAM_CORS_HEADERS
         if origin is not None:
             allowed = rules.allow_origin(origin)
             if allowed is not None:

@@ -1,0 +1,63 @@
+"""Which policies apply to each route, compiled once per configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from onegate.ratelimit.config import LimitPolicy
+from onegate.ratelimit.keys import KEY_FUNCTIONS, KeyOf
+
+if TYPE_CHECKING:
+    from onegate.config import GatewayConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A policy ready for the hot path: its key function and its constant header values."""
+
+    policy: LimitPolicy
+    key_of: KeyOf
+    limit_header: bytes
+    policy_header: bytes
+    """``RateLimit-Policy: <limit>;w=<window>`` (draft-ietf-httpapi-ratelimit-headers)."""
+
+    @classmethod
+    def of(cls, policy: LimitPolicy) -> Rule:
+        return cls(
+            policy,
+            KEY_FUNCTIONS[policy.key],
+            str(policy.limit).encode(),
+            f"{policy.limit};w={policy.window_header}".encode(),
+        )
+
+
+class UnknownPolicy(ValueError):
+    def __init__(self, route_index: int, name: str) -> None:
+        super().__init__(f"unknown rate limit policy {name!r}")
+        self.route_index = route_index
+
+
+def rules_by_route(config: GatewayConfig) -> dict[str, tuple[Rule, ...]]:
+    """Each route's rules, for routes that have any. Raises :class:`UnknownPolicy`.
+
+    Rules keyed by the caller come before rules keyed by the route, whatever the configured
+    order: a caller already over its own limit is refused before it can spend the budget the
+    route shares with everyone else.
+    """
+    limits = config.rate_limits
+    compiled = {policy.name: Rule.of(policy) for policy in limits.policies}
+    plans: dict[str, tuple[Rule, ...]] = {}
+    for index, route in enumerate(config.routes):
+        names = limits.default if route.rate_limits is None else route.rate_limits
+        for name in names:
+            if name not in compiled:
+                raise UnknownPolicy(index, name)
+        rules = sorted((compiled[n] for n in dict.fromkeys(names)), key=_shared_last)
+        if rules:
+            plans[route.name] = tuple(rules)
+    return plans
+
+
+def _shared_last(rule: Rule) -> bool:
+    return rule.policy.key == "route"

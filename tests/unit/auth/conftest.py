@@ -1,0 +1,13 @@
+"""Fixtures of the auth unit tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from auth_harness import Harness
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
