@@ -50,12 +50,18 @@ WARMUP_SECONDS = 3
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 DECOY_ROUTES = 50
-PROXIES = ("nginx", "naive", "onegate")
+PROXIES = ("nginx", "naive", "onegate", "onegate-edge")
 
 # The targets onegate is held to, all within one run.
 TARGET_RPS_VS_NGINX = 0.20  # req/s at 32 connections, as a fraction of nginx's
 TARGET_RPS_VS_NAIVE = 30.0  # req/s at 32 connections, as a multiple of the naive proxy's
 TARGET_P50_SLACK_MS = 0.25  # p50 at 1 connection may exceed nginx's by at most this
+# With JWT auth, a rate limit, metrics and the access log all on ("onegate-edge").
+TARGET_EDGE_RPS_VS_NGINX = 0.15
+
+# The edge variant authenticates every request with this HS256 token.
+BENCH_SECRET_ENV = "ONEGATE_BENCH_JWT_SECRET"
+BENCH_SECRET = "bench-secret-" + "x" * 32
 
 # ~170 bytes of JSON, served by the upstream for every path.
 UPSTREAM_BODY = json.dumps(
@@ -308,10 +314,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_get(port: int, path: str = BENCH_PATH, timeout: float = 2.0) -> tuple[int, bytes]:
+def bench_token() -> str:
+    import jwt  # PyJWT, one of onegate's own dependencies
+
+    claims = {
+        "iss": "bench-idp",
+        "aud": "onegate-bench",
+        "sub": "bench-user",
+        "scope": "bench",
+        "exp": int(time.time()) + 3600,
+    }
+    return jwt.encode(claims, BENCH_SECRET, algorithm="HS256", headers={"kid": "bench"})
+
+
+def http_get(
+    port: int,
+    path: str = BENCH_PATH,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -341,10 +365,10 @@ def wait_ready(service: Service, port: int) -> None:
     )
 
 
-def verify_body(port: int) -> None:
+def verify_body(port: int, headers: dict[str, str] | None = None) -> None:
     """One request through the proxy must return the upstream's status and body unchanged."""
     try:
-        status, body = http_get(port, timeout=5.0)
+        status, body = http_get(port, timeout=5.0, headers=headers)
     except (OSError, http.client.HTTPException) as exc:
         raise BenchError(f"check request failed: {exc}") from exc
     if status != 200 or body != UPSTREAM_BODY.encode():
@@ -390,7 +414,27 @@ def naive_service(port: int, upstream_port: int) -> Service:
     return Service("naive", argv, PROXY_CORE, env)
 
 
-def onegate_config(port: int, upstream_port: int) -> str:
+EDGE_SECTIONS = f"""\
+auth:
+  default_policy: authenticated
+  issuers:
+    - type: jwt
+      name: bench-idp
+      issuer: bench-idp
+      audiences: [onegate-bench]
+      algorithms: [HS256]
+      keys: [{{kid: bench, secret_env: {BENCH_SECRET_ENV}}}]
+rate_limits:
+  policies: [{{name: per-principal, key: principal, limit: 1000000000, window_seconds: 60}}]
+  default: [per-principal]
+observability: {{metrics: {{enabled: true}}, access_log: {{enabled: true}}}}
+"""
+PLAIN_SECTIONS = "observability: {metrics: {enabled: false}, access_log: {enabled: false}}\n"
+
+
+def onegate_config(port: int, upstream_port: int, edge: bool = False) -> str:
+    """Routing, header hygiene, request ids and breakers are always on; ``edge`` adds JWT
+    auth, a rate limit, metrics and the access log."""
     lines = [
         f"server: {{host: {HOST}, port: {port}, workers: 1, watch_config: false}}",
         "upstreams:",
@@ -403,18 +447,19 @@ def onegate_config(port: int, upstream_port: int) -> str:
         f"  - {{name: svc{i}, match: {{prefix: /svc{i}}}, upstream: bench}}"
         for i in range(DECOY_ROUTES)
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (EDGE_SECTIONS if edge else PLAIN_SECTIONS)
 
 
-def onegate_service(port: int, upstream_port: int, binary: Path) -> Service:
+def onegate_service(name: str, port: int, upstream_port: int, binary: Path) -> Service:
     if not binary.exists():
         raise BenchError(f"{binary} not found; install onegate into this venv (pip install -e .)")
-    config = WORK_DIR / "onegate.yaml"
-    config.write_text(onegate_config(port, upstream_port))
+    config = WORK_DIR / f"{name}.yaml"
+    config.write_text(onegate_config(port, upstream_port, edge=name == "onegate-edge"))
     # Environment overrides would redirect the upstream; keep the generated config authoritative.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
+    env[BENCH_SECRET_ENV] = BENCH_SECRET
     argv = [str(binary), "serve", "--config", str(config), "--workers", "1"]
-    return Service("onegate", argv, PROXY_CORE, env)
+    return Service(name, argv, PROXY_CORE, env)
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -492,13 +537,17 @@ def parse_wrk(output: str, connections: int) -> Load:
     )
 
 
-def run_wrk(port: int, connections: int, seconds: int) -> Load:
+def run_wrk(
+    port: int, connections: int, seconds: int, headers: dict[str, str] | None = None
+) -> Load:
     wrk = find_tool("wrk") or "wrk"
     argv = [
         "taskset", "-c", str(LOAD_CORE),
         wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-        f"http://{HOST}:{port}{BENCH_PATH}",
     ]  # fmt: skip
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(f"http://{HOST}:{port}{BENCH_PATH}")
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, check=False, timeout=seconds + 30
@@ -510,14 +559,20 @@ def run_wrk(port: int, connections: int, seconds: int) -> Load:
     return parse_wrk(done.stdout, connections)
 
 
-def measure(row: Row, port: int, duration: int, service: Service | None) -> None:
+def measure(
+    row: Row,
+    port: int,
+    duration: int,
+    service: Service | None,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Check the body, then for each connection count: warm up, then measure."""
-    verify_body(port)
+    verify_body(port, headers)
     for connections in CONNECTIONS:
         log(f"{row.name}: {connections} connection(s): {WARMUP_SECONDS} s warm-up")
-        run_wrk(port, connections, WARMUP_SECONDS)
+        run_wrk(port, connections, WARMUP_SECONDS, headers)
         log(f"{row.name}: {connections} connection(s): {duration} s measured run")
-        load = run_wrk(port, connections, duration)
+        load = run_wrk(port, connections, duration, headers)
         row.loads[connections] = load
         if service is not None and service.exit_code() is not None:
             raise BenchError(f"exited with code {service.exit_code()} during the run")
@@ -539,10 +594,11 @@ def bench_proxy(name: str, upstream_port: int, duration: int, onegate_bin: Path)
         elif name == "naive":
             service = naive_service(port, upstream_port)
         else:
-            service = onegate_service(port, upstream_port, onegate_bin)
+            service = onegate_service(name, port, upstream_port, onegate_bin)
         service.start()
         wait_ready(service, port)
-        measure(row, port, duration, service)
+        headers = {"Authorization": f"Bearer {bench_token()}"} if name == "onegate-edge" else None
+        measure(row, port, duration, service, headers)
     except (BenchError, OSError) as exc:
         row.status, row.error = "failed", str(exc)
         log(f"{name}: FAILED: {exc}")
@@ -558,7 +614,8 @@ LABELS = {
     "direct": "direct to upstream (reference)",
     "nginx": "nginx",
     "naive": "naive (Starlette + httpx)",
-    "onegate": "onegate",
+    "onegate": "onegate (routing, header hygiene, request ids, breaker)",
+    "onegate-edge": "onegate + JWT auth, rate limit, metrics, access log",
 }
 
 
@@ -624,11 +681,16 @@ def targets(rows: dict[str, Row]) -> list[str]:
             return f"{name} failed"
         return None if row.valid else f"{name} run invalid"
 
-    def check(text: str, base: str, test: Callable[[Row, Row], tuple[bool, str]]) -> str:
-        why = [reason for reason in (blocker("onegate"), blocker(base)) if reason]
+    def check(
+        text: str,
+        base: str,
+        test: Callable[[Row, Row], tuple[bool, str]],
+        ours: str = "onegate",
+    ) -> str:
+        why = [reason for reason in (blocker(ours), blocker(base)) if reason]
         if why:
             return f"- {text}: not evaluated ({', '.join(why)})"
-        met, detail = test(rows["onegate"], rows[base])
+        met, detail = test(rows[ours], rows[base])
         return f"- {text}: {'met' if met else 'NOT met'} ({detail})"
 
     def rps_ratio(minimum: float) -> Callable[[Row, Row], tuple[bool, str]]:
@@ -653,6 +715,12 @@ def targets(rows: dict[str, Row]) -> list[str]:
             f"req/s @32 ≥ {TARGET_RPS_VS_NAIVE:g}x naive", "naive", rps_ratio(TARGET_RPS_VS_NAIVE)
         ),
         check(f"p50 @1 ≤ nginx p50 @1 + {TARGET_P50_SLACK_MS} ms", "nginx", p50_slack),
+        check(
+            f"edge pipeline on: req/s @32 ≥ {TARGET_EDGE_RPS_VS_NGINX:.2f}x nginx",
+            "nginx",
+            rps_ratio(TARGET_EDGE_RPS_VS_NGINX),
+            ours="onegate-edge",
+        ),
     ]
 
 
