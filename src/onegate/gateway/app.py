@@ -101,8 +101,10 @@ class Gateway:
         self.reloads += 1
         self.loaded_at = time.time()
         self.last_reload_error = None
-        for upstream in runtime.retired(previous):
-            task = asyncio.get_running_loop().create_task(self._retire(upstream))
+        retiring = [self._retire(u) for u in runtime.retired(previous)]
+        retiring.append(self._retire_stages(previous))
+        for work in retiring:
+            task = asyncio.get_running_loop().create_task(work)
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         logger.info("configuration reloaded (%d routes)", len(runtime.config.routes))
@@ -116,6 +118,11 @@ class Gateway:
         while any(t.outstanding for t in upstream.targets) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         await upstream.aclose()
+
+    async def _retire_stages(self, previous: Runtime) -> None:
+        """Close the old pipeline's stages once requests that started on it had time to end."""
+        await asyncio.sleep(previous.config.server.drain_seconds)
+        await previous.close_stages()
 
     async def _watch(self) -> None:
         """Once a second: expire idle connections and reload if the file changed."""

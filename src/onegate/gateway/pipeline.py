@@ -44,6 +44,12 @@ class Stage:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
+    def start(self) -> None:
+        """Start background work, once the event loop runs (at start-up, or after a reload)."""
+
+    async def aclose(self) -> None:
+        """Stop background work and release connections, once this pipeline is retired."""
+
 
 def check_order(names: Sequence[str]) -> None:
     positions = []
@@ -56,10 +62,18 @@ def check_order(names: Sequence[str]) -> None:
         raise ValueError(f"pipeline stages out of order: {list(names)}; expected {expected}")
 
 
-def compose(stages: Sequence[type[Stage]], endpoint: ASGIApp, runtime: Runtime) -> ASGIApp:
-    """Wrap ``endpoint`` in ``stages`` (outermost first) after checking their order."""
+def compose(
+    stages: Sequence[type[Stage]], endpoint: ASGIApp, runtime: Runtime
+) -> tuple[ASGIApp, list[Stage]]:
+    """Wrap ``endpoint`` in ``stages`` (outermost first) after checking their order.
+
+    Returns the outermost app and the stage instances, outermost first, for their lifecycle.
+    """
     check_order([*(s.name for s in stages), "proxy"])
     app = endpoint
-    for stage in reversed(stages):
-        app = stage(app, runtime)
-    return app
+    built: list[Stage] = []
+    for stage_type in reversed(stages):
+        stage = stage_type(app, runtime)
+        built.append(stage)
+        app = stage
+    return app, built[::-1]

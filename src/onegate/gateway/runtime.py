@@ -49,7 +49,8 @@ class Runtime:
                 raise source.error(exc.detail, "upstreams", name, "targets") from exc
         # The gateway's own endpoints (/_onegate/**, metrics), matched before any route.
         self.admin = AdminSurface(self)
-        self.app: ASGIApp = compose(STAGES, ProxyStage(self), self)
+        self.app: ASGIApp
+        self.app, self.stages = compose(STAGES, ProxyStage(self), self)
 
     def _route_location(self, message: str) -> tuple[str | int, ...]:
         """``routes[i]`` for a router error naming route i (``route 'name': ...``)."""
@@ -66,11 +67,19 @@ class Runtime:
     def start(self) -> None:
         for upstream in self.upstreams.values():
             upstream.start()
+        for stage in self.stages:
+            stage.start()
+
+    async def close_stages(self) -> None:
+        """Stop the stages' background work (JWKS refreshes, store connections)."""
+        for stage in self.stages:
+            await stage.aclose()
 
     def sweep(self) -> None:
         for upstream in self.upstreams.values():
             upstream.sweep()
 
     async def aclose(self) -> None:
+        await self.close_stages()
         for upstream in self.upstreams.values():
             await upstream.aclose()

@@ -35,5 +35,5 @@ class Outage:
 
     def recovered(self, now: float) -> None:
         if self.since is not None:
-            logger.warning("rate limit store answers again after %.1f s", now - self.since)
+            logger.info("rate limit store answers again after %.1f s", now - self.since)
             self.since = None

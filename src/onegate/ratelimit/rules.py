@@ -9,7 +9,7 @@ from onegate.ratelimit.config import LimitPolicy
 from onegate.ratelimit.keys import KEY_FUNCTIONS, KeyOf
 
 if TYPE_CHECKING:
-    from onegate.config import GatewayConfig
+    from onegate.config import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +32,16 @@ class Rule:
         )
 
 
-class UnknownPolicy(ValueError):
-    def __init__(self, route_index: int, name: str) -> None:
-        super().__init__(f"unknown rate limit policy {name!r}")
-        self.route_index = route_index
+def rules_by_route(source: Config) -> dict[str, tuple[Rule, ...]]:
+    """Each route's rules, for routes that have any.
 
-
-def rules_by_route(config: GatewayConfig) -> dict[str, tuple[Rule, ...]]:
-    """Each route's rules, for routes that have any. Raises :class:`UnknownPolicy`.
+    A route naming an unknown policy is a :class:`ConfigError` pointing at its line.
 
     Rules keyed by the caller come before rules keyed by the route, whatever the configured
     order: a caller already over its own limit is refused before it can spend the budget the
     route shares with everyone else.
     """
+    config = source.gateway
     limits = config.rate_limits
     compiled = {policy.name: Rule.of(policy) for policy in limits.policies}
     plans: dict[str, tuple[Rule, ...]] = {}
@@ -52,7 +49,8 @@ def rules_by_route(config: GatewayConfig) -> dict[str, tuple[Rule, ...]]:
         names = limits.default if route.rate_limits is None else route.rate_limits
         for name in names:
             if name not in compiled:
-                raise UnknownPolicy(index, name)
+                message = f"unknown rate limit policy {name!r}"
+                raise source.error(message, "routes", index, "rate_limits")
         rules = sorted((compiled[n] for n in dict.fromkeys(names)), key=_shared_last)
         if rules:
             plans[route.name] = tuple(rules)

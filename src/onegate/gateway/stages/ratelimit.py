@@ -23,7 +23,7 @@ from onegate.gateway.exchange import Exchange, exchange_of
 from onegate.gateway.pipeline import Stage
 from onegate.ratelimit.decision import Decision
 from onegate.ratelimit.outage import Outage
-from onegate.ratelimit.rules import Rule, UnknownPolicy, rules_by_route
+from onegate.ratelimit.rules import Rule, rules_by_route
 from onegate.ratelimit.store import Store
 from onegate.ratelimit.stores import shared_store
 from onegate.types import ASGIApp, Receive, Scope, Send
@@ -43,10 +43,7 @@ class RateLimitStage(Stage):
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)
         config = runtime.config.rate_limits
-        try:
-            self.rules = rules_by_route(runtime.config)
-        except UnknownPolicy as exc:
-            raise runtime.source.error(str(exc), "routes", exc.route_index, "rate_limits") from exc
+        self.rules = rules_by_route(runtime.source)
         # Without a single limit the store is never opened (no Redis pool for nothing).
         self.store: Store | None = shared_store(config) if self.rules else None
         self.outage = Outage(config.store_retry_seconds, config.on_store_error == "open")
@@ -97,6 +94,7 @@ class RateLimitStage(Stage):
             add_headers(exchange, *tightest)
 
     def _store_down(self) -> None:
+        """Decide without the store: let the request through (open) or refuse it (closed)."""
         if not self.outage.fail_open:
             raise RateLimitStoreUnavailable(
                 "Rate limits can't be checked right now",
