@@ -28,6 +28,8 @@ class Exchange:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
     forwarded: ForwardedInfo | None = None
+    path: str | None = None
+    """The normalised path, once the match stage has computed it."""
     match: RouteMatch | None = None
     upstream: Upstream | None = None
     target: Target | None = None

@@ -1,8 +1,10 @@
 """The store a configuration names, one per process and shared across reloads.
 
 A reload builds a new pipeline, but it must not reset every counter (a limit of 1,000 a day
-would start over on each configuration change) nor open a second Redis pool. So stores are
-kept here, by what defines them, for the life of the process.
+would start over on each configuration change) nor open a second Redis pool. So a store is
+kept here, by what defines it, for as long as some pipeline uses it: each rate-limit stage
+acquires it when built and releases it when its pipeline is retired; the last release closes
+it. A reload builds the new pipeline before it retires the old one, so the store carries over.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from onegate.ratelimit.memory import MemoryStore
 from onegate.ratelimit.redis import RedisStore
 from onegate.ratelimit.store import Store
 
-_shared: dict[tuple[str, float], Store] = {}
+Identity = tuple[str, float]
+
+_stores: dict[Identity, Store] = {}
+_users: dict[Identity, int] = {}
 
 
 def open_store(config: RateLimitConfig) -> Store:
@@ -22,13 +27,30 @@ def open_store(config: RateLimitConfig) -> Store:
     return RedisStore(config.store, timeout=config.store_timeout_seconds)
 
 
-def shared_store(config: RateLimitConfig) -> Store:
-    """The process's store for ``config``: the same object for the same settings."""
+def _identity(config: RateLimitConfig) -> Identity:
     if config.store == "memory":
-        identity = ("memory", float(config.memory_max_keys))
-    else:
-        identity = (config.store, config.store_timeout_seconds)
-    store = _shared.get(identity)
+        return ("memory", float(config.memory_max_keys))
+    return (config.store, config.store_timeout_seconds)
+
+
+def acquire(config: RateLimitConfig) -> Store:
+    """The process's store for ``config``: the same object for the same settings."""
+    identity = _identity(config)
+    store = _stores.get(identity)
     if store is None:
-        store = _shared[identity] = open_store(config)
+        store = _stores[identity] = open_store(config)
+    _users[identity] = _users.get(identity, 0) + 1
     return store
+
+
+async def release(config: RateLimitConfig) -> None:
+    """One user fewer; the last one closes the store (and forgets its counts)."""
+    identity = _identity(config)
+    users = _users.get(identity, 0) - 1
+    if users > 0:
+        _users[identity] = users
+        return
+    _users.pop(identity, None)
+    store = _stores.pop(identity, None)
+    if store is not None:
+        await store.aclose()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from helpers.gateway import GatewayProcess, run_gateway
 
@@ -177,3 +179,28 @@ def test_a_token_bucket_refills_in_real_time(gw: Caller) -> None:
     assert refused.headers["ratelimit-policy"] == "2;w=1"
     time.sleep(0.3)  # 4 tokens a second: one is back
     assert gw.get("/burst/x", ip).status_code == 200
+
+
+def test_a_reload_keeps_the_counts(tmp_path: Path) -> None:
+    policy = {"name": "per-ip", "limit": 3, "window_seconds": HOUR}
+    with (
+        run_gateway(
+            tmp_path,
+            {"demo": {"targets": ["asgi:onegate.dev.demo:app"]}},
+            [{"name": "api", "match": {"prefix": "/api"}, "upstream": "demo"}],
+            drain_seconds=1,
+            extra={"rate_limits": {"policies": [policy], "default": ["per-ip"]}},
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=5) as client,
+    ):
+        assert client.get("/api/x").headers["ratelimit-remaining"] == "2"
+        config = yaml.safe_load(gateway.config_path.read_text())
+        config["routes"].append({"name": "new", "match": {"prefix": "/new"}, "upstream": "demo"})
+        gateway.write_config(config)
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json()["config"]["reloads"] == 0:
+            assert time.monotonic() < deadline, gateway.log()
+            time.sleep(0.1)
+        time.sleep(1.5)  # past drain_seconds: the old pipeline is retired and its stage closed
+        assert client.get("/api/x").headers["ratelimit-remaining"] == "1"
+        assert client.get("/new/x").headers["ratelimit-remaining"] == "0"  # same policy

@@ -6,8 +6,6 @@ prometheus_client's own parser, as Prometheus would read it.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,9 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from onegate.config import Match, RouteConfig, UpstreamConfig
 from onegate.errors import (
     CircuitOpen,
+    Forbidden,
     OnegateError,
     RouteNotFound,
     ShuttingDown,
+    TooManyRequests,
+    Unauthorized,
     UpstreamConnectError,
     UpstreamTimeout,
 )
@@ -36,25 +37,8 @@ from onegate.observability.recorder import (
 Labels = tuple[tuple[str, str], ...]
 
 
-class Refused(OnegateError):
-    """Shaped like the auth stage's errors: a status and a ``reason`` slug."""
-
-    status: ClassVar[int] = 401
-    slug: ClassVar[str] = "unauthorized"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("refused")
-        self.reason = reason
-
-
-class Forbidden(Refused):
-    status: ClassVar[int] = 403
-    slug: ClassVar[str] = "forbidden"
-
-
-class TooMany(OnegateError):
-    status: ClassVar[int] = 429
-    slug: ClassVar[str] = "too-many-requests"
+def refused(reason: str) -> Unauthorized:
+    return Unauthorized("refused", reason=reason, www_authenticate="Bearer")
 
 
 @pytest.fixture
@@ -196,16 +180,22 @@ def test_upstream_errors_by_kind(recorder: MetricsRecorder, registry: CollectorR
 def test_auth_failures_by_reason_and_rate_limits(
     recorder: MetricsRecorder, registry: CollectorRegistry
 ) -> None:
-    recorder.record(exchange(401, error=Refused("expired-token"), reached_upstream=False), "GET", 0)
-    recorder.record(exchange(401, error=Refused("expired-token"), reached_upstream=False), "GET", 0)
+    recorder.record(exchange(401, error=refused("expired"), reached_upstream=False), "GET", 0)
+    recorder.record(exchange(401, error=refused("expired"), reached_upstream=False), "GET", 0)
     recorder.record(
-        exchange(403, error=Forbidden("missing-scope"), reached_upstream=False), "GET", 0
+        exchange(403, error=Forbidden("no", reason="insufficient_scope"), reached_upstream=False),
+        "GET",
+        0,
     )
     # Answered by a stage that left no error behind: nothing reached an upstream, so it
     # was still the gateway's refusal.
     recorder.record(exchange(401, reached_upstream=False), "GET", 0)
     recorder.record(exchange(401), "GET", 0)  # the upstream's own 401: not counted
-    recorder.record(exchange(429, error=TooMany(), reached_upstream=False), "GET", 0)
+    recorder.record(
+        exchange(429, error=TooManyRequests("slow down", retry_after=1), reached_upstream=False),
+        "GET",
+        0,
+    )
     recorder.record(exchange(429, reached_upstream=False), "GET", 0)
     recorder.record(exchange(429), "GET", 0)  # the upstream's own 429
     recorder.flush()
@@ -215,7 +205,7 @@ def test_auth_failures_by_reason_and_rate_limits(
         for (name, labels), value in found.items()
         if name == "onegate_auth_failures_total"
     }
-    assert reasons == {"expired-token": 2, "missing-scope": 1, "unknown": 1}
+    assert reasons == {"expired": 2, "insufficient_scope": 1, "unknown": 1}
     assert found[("onegate_rate_limited_total", (("route", "users"),))] == 2
 
 
@@ -223,7 +213,7 @@ def test_free_form_reasons_cannot_grow_series_without_bound(
     recorder: MetricsRecorder, registry: CollectorRegistry
 ) -> None:
     for index in range(TALLY_LIMIT + 50):
-        error = Refused(f"reason-{index}")
+        error = refused(f"reason-{index}")
         recorder.record(exchange(401, error=error, reached_upstream=False), "GET", 0)
     recorder.flush()
     found = samples(registry)

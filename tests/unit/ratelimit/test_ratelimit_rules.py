@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from onegate.auth.principal import Principal
-from onegate.config import GatewayConfig, RouteConfig, load_config
+from onegate.config import Config, GatewayConfig, RouteConfig, load_config
 from onegate.errors import ConfigError
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import ForwardedInfo
@@ -17,7 +17,7 @@ from onegate.gateway.routing import Route, RouteMatch
 from onegate.gateway.runtime import Runtime
 from onegate.ratelimit.config import LimitPolicy, RateLimitConfig
 from onegate.ratelimit.keys import api_key_key, client_ip_key, principal_key, route_key
-from onegate.ratelimit.rules import Rule, UnknownPolicy, rules_by_route
+from onegate.ratelimit.rules import Rule, rules_by_route
 
 ALICE_JWT = Principal(subject="alice", issuer="corp", method="jwt", key_id="kid-1")
 BOB_KEY = Principal(subject="bob", issuer="keys", method="api_key", key_id="og_pub_123")
@@ -59,20 +59,22 @@ def test_client_ip_and_route_keys() -> None:
 # --- rules ---------------------------------------------------------------------------------
 
 
-def gateway(routes: list[dict[str, Any]], **rate_limits: Any) -> GatewayConfig:
+def gateway(routes: list[dict[str, Any]], **rate_limits: Any) -> Config:
     policies = [
         {"name": "per-route", "key": "route", "limit": 100},
         {"name": "per-ip", "key": "client_ip", "limit": 10, "window_seconds": 1.5},
         {"name": "per-key", "key": "api_key", "limit": 5},
     ]
-    return GatewayConfig.model_validate(
-        {
-            "upstreams": {"main": {"targets": ["http://127.0.0.1:3000"]}},
-            "routes": [
-                {"match": {"prefix": f"/{r['name']}"}, "upstream": "main", **r} for r in routes
-            ],
-            "rate_limits": {"policies": policies, **rate_limits},
-        }
+    return Config(
+        GatewayConfig.model_validate(
+            {
+                "upstreams": {"main": {"targets": ["http://127.0.0.1:3000"]}},
+                "routes": [
+                    {"match": {"prefix": f"/{r['name']}"}, "upstream": "main", **r} for r in routes
+                ],
+                "rate_limits": {"policies": policies, **rate_limits},
+            }
+        )
     )
 
 
@@ -107,9 +109,9 @@ def test_rule_headers_are_precomputed() -> None:
 
 
 def test_unknown_policy_on_a_route() -> None:
-    with pytest.raises(UnknownPolicy) as caught:
+    with pytest.raises(ConfigError) as caught:
         rules_by_route(gateway([{"name": "a"}, {"name": "b", "rate_limits": ["nope"]}]))
-    assert caught.value.route_index == 1
+    assert caught.value.key == "routes[1].rate_limits"
 
 
 def test_unknown_policy_is_a_config_error_with_its_line(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ class ErrorsStage(Stage):
             exchange.status = exchange.status or error.status
             return
         if exchange.response_started:
+            exchange.error = error  # the access log and metrics still learn what went wrong
             # Too late for a problem document: ending without completing the response makes
             # the server close the connection, so the client sees the truncation.
             logger.warning(

@@ -51,6 +51,7 @@ class MatchStage(Stage):
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         path = normalize_path(raw_path)
         exchange = exchange_of(scope)
+        exchange.path = path
         if path.startswith(self.internal_prefixes):
             internal = self.admin.match(scope, path, exchange)
             if internal is not None:

@@ -68,7 +68,7 @@ class ObserveStage(Stage):
                 metrics.in_flight -= 1
                 metrics.record(exchange, method, duration)
             if access_log is not None or span is not None:
-                path = request_path(scope)
+                path = exchange.path or request_path(scope)
                 if access_log is not None:
                     access_log.record(exchange, method, path, duration)
                 if span is not None:

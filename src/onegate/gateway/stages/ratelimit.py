@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, ClassVar
 from onegate.errors import RateLimitStoreUnavailable, TooManyRequests
 from onegate.gateway.exchange import Exchange, exchange_of
 from onegate.gateway.pipeline import Stage
+from onegate.ratelimit import stores
 from onegate.ratelimit.decision import Decision
 from onegate.ratelimit.outage import Outage
 from onegate.ratelimit.rules import Rule, rules_by_route
 from onegate.ratelimit.store import Store
-from onegate.ratelimit.stores import shared_store
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -42,12 +42,20 @@ class RateLimitStage(Stage):
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)
-        config = runtime.config.rate_limits
+        self.config = config = runtime.config.rate_limits
         self.rules = rules_by_route(runtime.source)
         # Without a single limit the store is never opened (no Redis pool for nothing).
-        self.store: Store | None = shared_store(config) if self.rules else None
+        self.store: Store | None = stores.acquire(config) if self.rules else None
         self.outage = Outage(config.store_retry_seconds, config.on_store_error == "open")
         self.clock = time.monotonic
+        self._released = False
+
+    async def aclose(self) -> None:
+        # Called once the pipeline is retired (after the drain period, or at shutdown). The
+        # store closes only if no newer pipeline shares it, so a reload keeps the counts.
+        if self.store is not None and not self._released:
+            self._released = True
+            await stores.release(self.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = exchange_of(scope)
