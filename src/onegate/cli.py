@@ -60,13 +60,9 @@ def serve(
 
     loaded = _load(config)
     try:
-        # Build once here so that a bad route or app reference fails before any worker starts.
-        from onegate.gateway.runtime import Runtime
-
-        Runtime(loaded)
+        run_server(loaded, host=host, port=port, workers=workers)
     except ConfigError as error:
         fail(str(error))
-    run_server(loaded, host=host, port=port, workers=workers)
 
 
 @config_app.command("validate")

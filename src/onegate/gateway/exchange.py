@@ -41,6 +41,8 @@ class Exchange:
     response_started: bool = False
     bytes_sent: int = 0
     error: OnegateError | None = None
+    rate_limit_skipped: bool = False
+    """Set when rate limits could not be checked (store down) and the request went through."""
     principal: Principal | None = None
     """Set by the auth stage once the caller is known."""
     response_headers: list[tuple[bytes, bytes]] | None = None

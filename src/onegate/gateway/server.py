@@ -20,6 +20,7 @@ import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from onegate.config import CONFIG_ENV, Config
+from onegate.gateway.runtime import Runtime
 from onegate.observability.multiprocess import metrics_directory, worker_exited
 
 
@@ -112,6 +113,10 @@ def serve(
     # Workers share metric values through files in a fresh directory, named in the environment
     # before any worker starts. Always, even with metrics off: a reload may turn them on.
     with metrics_directory():
+        # Build the pipeline once before any worker starts, so a bad route or app reference
+        # fails here, as one ConfigError. Inside the directory's context: building it creates
+        # this process's metric objects, which must write to the shared files.
+        Runtime(config)
         if workers == 1:
             server.run()
             return

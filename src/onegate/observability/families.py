@@ -93,6 +93,13 @@ class Families:
             ("route", "reason"),
             registry=registry,
         )
+        self.rate_limit_skipped = Counter(
+            "onegate_rate_limit_skipped_total",
+            "Requests let through unchecked while the rate-limit store was unreachable "
+            "(on_store_error: open).",
+            ("route",),
+            registry=registry,
+        )
         self.rate_limited = Counter(
             "onegate_rate_limited_total",
             "Requests refused by the gateway's rate limits (429).",

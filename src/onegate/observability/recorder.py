@@ -123,6 +123,7 @@ class MetricsRecorder:
         self._upstream_errors = _Tally(families.upstream_errors)
         self._auth_failures = _Tally(families.auth_failures, overflow=(NO_ROUTE, "other"))
         self._rate_limited = _Tally(families.rate_limited)
+        self._rate_limit_skipped = _Tally(families.rate_limit_skipped)
         self._targets: dict[tuple[str, str], tuple[bool, BreakerState]] = {}
 
     def record(self, exchange: Exchange, method: str, duration: float) -> None:
@@ -145,6 +146,8 @@ class MetricsRecorder:
         series.count += 1
         series.total += duration
         series.buckets[bisect_left(self._bounds, duration)] += 1
+        if exchange.rate_limit_skipped:
+            self._rate_limit_skipped.add((route,))
         error = exchange.error
         # A refusal nothing upstream took part in was the gateway's, even if the stage that
         # answered it did not leave its error on the exchange.
@@ -195,6 +198,7 @@ class MetricsRecorder:
         self._upstream_errors.flush()
         self._auth_failures.flush()
         self._rate_limited.flush()
+        self._rate_limit_skipped.flush()
 
     def refresh_targets(self, upstreams: Iterable[Upstream]) -> None:
         """Write the health and breaker gauges of every target whose state changed."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from redis_relay import Relay
 
 from helpers.gateway import GatewayProcess, run_gateway, wait_ready
@@ -55,6 +56,15 @@ def test_fail_open_lets_traffic_through_and_logs_once(tmp_path: Path, policy_nam
             assert not any(h.startswith("ratelimit-") for h in response.headers)
             time.sleep(0.05)
         assert log_count(gateway, OUTAGE) == 1
+        # The outage is visible in the metrics too, one count per unchecked request.
+        scrape = client.get(gateway.url + "/metrics").text
+        skipped = [
+            sample.value
+            for family in text_string_to_metric_families(scrape)
+            for sample in family.samples
+            if sample.name == "onegate_rate_limit_skipped_total" and sample.labels["route"] == "api"
+        ]
+        assert skipped == [8.0]
 
 
 def test_fail_closed_answers_503_with_retry_after(tmp_path: Path, policy_name: str) -> None:

@@ -72,7 +72,7 @@ class RateLimitStage(Stage):
         outage = self.outage
         now = self.clock()
         if now < outage.until:
-            self._store_down()
+            self._store_down(exchange)
             return
         tightest: tuple[Rule, Decision] | None = None
         for rule in rules:
@@ -83,7 +83,7 @@ class RateLimitStage(Stage):
                 decision = await store.hit(key, rule.policy, now)
             except RateLimitStoreUnavailable as error:
                 outage.failed(now, error)
-                self._store_down()
+                self._store_down(exchange)
                 return
             if outage.since is not None:
                 outage.recovered(now)
@@ -101,13 +101,14 @@ class RateLimitStage(Stage):
         if tightest is not None:
             add_headers(exchange, *tightest)
 
-    def _store_down(self) -> None:
+    def _store_down(self, exchange: Exchange) -> None:
         """Decide without the store: let the request through (open) or refuse it (closed)."""
         if not self.outage.fail_open:
             raise RateLimitStoreUnavailable(
                 "Rate limits can't be checked right now",
                 retry_after=math.ceil(self.outage.retry_seconds),
             )
+        exchange.rate_limit_skipped = True  # counted by the metrics, so an outage shows
 
 
 def add_headers(exchange: Exchange, rule: Rule, decision: Decision) -> None:
