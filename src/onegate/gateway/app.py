@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -20,6 +21,9 @@ from onegate.observability.worker import WORKER
 from onegate.types import Receive, Scope, Send
 
 logger = logging.getLogger("onegate.gateway")
+
+#: Allocations between young-generation collections (CPython's default is 700).
+GC_THRESHOLD = 10_000
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
@@ -164,6 +168,12 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
+        # Everything built so far lives as long as the process: move it out of the collector's
+        # sight, so collections triggered by request garbage don't walk it again and again (a
+        # full walk was a visible tail-latency stall), and collect young objects less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         loop = asyncio.get_running_loop()
         self.runtime.start()
         self._tasks.append(loop.create_task(self._watch()))

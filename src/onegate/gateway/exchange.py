@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from onegate.types import Scope, Send
+from onegate.types import Message, Scope
 
 if TYPE_CHECKING:
     from onegate.auth.principal import Principal
@@ -66,20 +66,18 @@ class Exchange:
             self.response_headers = []
         self.response_headers.append((name, value))
 
-    async def start_response(
-        self, send: Send, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        """Start the HTTP response: every responder in the pipeline goes through here.
+    def response_start(self, status: int, headers: list[tuple[bytes, bytes]]) -> Message:
+        """The ``http.response.start`` message: every responder in the pipeline builds it here.
 
-        It records the status for the outermost stage and adds the request id, which is
-        cheaper than wrapping ``send`` for every request.
+        It records the status for the outermost stage and adds the request id and the headers
+        stages asked for, which is cheaper than wrapping ``send`` for every request.
         """
         headers.append((b"x-request-id", self.request_id.encode("ascii")))
         if self.response_headers:
             headers += self.response_headers
         self.status = status
         self.response_started = True
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        return {"type": "http.response.start", "status": status, "headers": headers}
 
     @property
     def client_ip(self) -> str | None:

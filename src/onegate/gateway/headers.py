@@ -80,20 +80,28 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
     """Headers without hop-by-hop ones, ``Connection``-named ones and those in ``drop``."""
+    removed = _removed.get(drop)
+    if removed is None:
+        removed = _removed[drop] = HOP_BY_HOP | drop  # a handful of distinct sets: bounded
     kept: Headers = []
     named: frozenset[bytes] | None = None
     for header in headers:
         name = header[0]
-        if name in HOP_BY_HOP or name in drop or name.startswith(IDENTITY_PREFIX):
+        if name in removed:
             if name == b"connection" and header[1].lower() not in _CONNECTION_OPTIONS:
                 named = connection_named(headers) - _CONNECTION_OPTIONS
-        else:
+        # Checking the first byte first spares the prefix test to nearly every header.
+        elif name[0] != _X or not name.startswith(IDENTITY_PREFIX):
             kept.append(header)
     if named:
         # Framing is decided by the gateway, so a Connection-named Content-Length changes
         # nothing, and must not make us lose track of the body either.
         kept = [h for h in kept if h[0] not in named or h[0] == b"content-length"]
     return kept
+
+
+_removed: dict[frozenset[bytes], frozenset[bytes]] = {}
+_X = ord("x")
 
 
 # Ids are a random per-process prefix and a counter: unique across processes and instances,

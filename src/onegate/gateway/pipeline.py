@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from onegate.config import GatewayConfig
     from onegate.gateway.runtime import Runtime
 
 #: Every stage onegate knows, outermost first. Later issues fill in the reserved names.
@@ -44,6 +45,12 @@ class Stage:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
 
+    @classmethod
+    def enabled(cls, config: GatewayConfig) -> bool:
+        """Whether this configuration gives the stage anything to do. A stage that would only
+        pass every request on is left out of the pipeline: each layer costs every request."""
+        return True
+
     def start(self) -> None:
         """Start background work, once the event loop runs (at start-up, or after a reload)."""
 
@@ -72,7 +79,7 @@ def compose(
     check_order([*(s.name for s in stages), "proxy"])
     app = endpoint
     built: list[Stage] = []
-    for stage_type in reversed(stages):
+    for stage_type in reversed([s for s in stages if s.enabled(runtime.config)]):
         stage = stage_type(app, runtime)
         built.append(stage)
         app = stage

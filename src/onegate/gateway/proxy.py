@@ -162,15 +162,16 @@ class ProxyStage:
                     break
             else:  # a proxy adds the Date an upstream left out (RFC 9110 section 6.6.1)
                 headers.append((b"date", http_date()))
-            await exchange.start_response(send, response.status, headers)
-            if not response.at_end and request.body.finished:
+            await send(exchange.response_start(response.status, headers))
+            if not response.received and request.body.finished:
                 # The body is still to come: a stream, or a slow upstream. Watch for the client
                 # leaving, so an endless stream (SSE) does not keep the upstream busy for nobody.
                 watcher = asyncio.get_running_loop().create_task(
                     _watch_disconnect(receive, response)
                 )
             while True:
-                chunk = await response.read_chunk()
+                # The body usually came with the head: take it without a coroutine round trip.
+                chunk = response.take_chunk() or await response.read_chunk()
                 if chunk is None:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break

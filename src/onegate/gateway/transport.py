@@ -315,9 +315,18 @@ class Exchange:
             connection._parser_spent = self._head_only
 
     @property
+    def received(self) -> bool:
+        """True once the whole response is in (the body may still wait in the buffer)."""
+        return self.connection._complete
+
+    @property
     def at_end(self) -> bool:
         connection = self.connection
         return connection._complete and not connection._chunks
+
+    def take_chunk(self) -> bytes | None:
+        """A piece of the body already received, if any (never waits)."""
+        return self.connection.take_chunk()
 
     async def read_chunk(self) -> bytes | None:
         """The next piece of the body, or None at its end."""

@@ -64,6 +64,13 @@ class UpstreamResponse(Protocol):
 
     async def read_chunk(self) -> bytes | None: ...
 
+    def take_chunk(self) -> bytes | None:
+        """A piece of the body already received, if any (never waits)."""
+
+    @property
+    def received(self) -> bool:
+        """True once the whole response is in (the body may still wait in the buffer)."""
+
     @property
     def at_end(self) -> bool:
         """True when the body is known to be over: nothing buffered and nothing to come."""
@@ -238,7 +245,7 @@ class AsgiResponse:
     """
 
     reused = False
-    at_end = False  # a queue cannot tell; the end arrives as its own message
+    at_end = received = False  # a queue cannot tell; the end arrives as its own message
 
     def __init__(self, app: ASGIApp, request: UpstreamRequest) -> None:
         self.app = app
@@ -324,6 +331,9 @@ class AsgiResponse:
                 await self._head
         except TimeoutError:
             raise UpstreamTimeout("in-process upstream did not answer in time") from None
+
+    def take_chunk(self) -> bytes | None:
+        return None  # pieces are handed over one at a time through the queue
 
     async def read_chunk(self) -> bytes | None:
         try:

@@ -38,7 +38,7 @@ async def answer(scope: Scope, receive: Receive, send: Send) -> None:
     """Stands in for the inner stages: routed, answered 201 with a 5-byte body."""
     exchange = exchange_of(scope)
     exchange.match = ROUTER.match("GET", None, "/api/x")
-    await exchange.start_response(send, 201, [])
+    await send(exchange.response_start(201, []))
     exchange.bytes_sent += 5
     await send({"type": "http.response.body", "body": b"hello"})
 

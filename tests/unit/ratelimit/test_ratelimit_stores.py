@@ -61,6 +61,6 @@ def test_different_settings_get_different_stores() -> None:
     assert isinstance(a, RedisStore)
 
 
-def test_no_store_without_a_limit() -> None:
+def test_no_stage_and_no_store_without_a_limit() -> None:
     built = runtime(default=[])
-    assert stage_of(built).store is None
+    assert not any(isinstance(s, RateLimitStage) for s in built.stages)

@@ -27,12 +27,18 @@ from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from onegate.config import RouteConfig
+    from onegate.config import GatewayConfig, RouteConfig
     from onegate.gateway.runtime import Runtime
 
 
 class AuthStage(Stage):
     name: ClassVar[str] = "auth"
+
+    @classmethod
+    def enabled(cls, config: GatewayConfig) -> bool:
+        # Without an issuer every route is public and there is nothing to verify or strip;
+        # the admin surface refuses its endpoints itself (403 admin-disabled).
+        return bool(config.auth.issuers)
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)

@@ -21,6 +21,7 @@ from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from onegate.config import GatewayConfig
     from onegate.gateway.runtime import Runtime
 
 ORIGIN = b"origin"
@@ -60,6 +61,10 @@ UPSTREAM_CORS_HEADERS = frozenset(
 
 class CorsStage(Stage):
     name: ClassVar[str] = "cors"
+
+    @classmethod
+    def enabled(cls, config: GatewayConfig) -> bool:
+        return any(route.cors is not None for route in config.routes)
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)
@@ -113,5 +118,5 @@ class CorsStage(Stage):
         # Raises CorsRejected (403, no CORS headers, so the browser blocks the real request).
         headers = rules.preflight_headers(origin, method, requested)
         headers.append((b"date", http_date()))  # uvicorn's is off; gateway-made answers add it
-        await exchange.start_response(send, 204, headers)
+        await send(exchange.response_start(204, headers))
         await send({"type": "http.response.body", "body": b""})

@@ -91,5 +91,5 @@ async def send_problem(scope: Scope, send: Send, error: OnegateError) -> None:
         else:
             await send({"type": "websocket.close", "code": 1011 if error.status >= 500 else 1008})
         return
-    await exchange.start_response(send, error.status, headers)
+    await send(exchange.response_start(error.status, headers))
     await send({"type": "http.response.body", "body": body})

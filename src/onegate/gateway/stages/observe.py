@@ -53,7 +53,7 @@ class ObserveStage(Stage):
         if not self.observing:
             await self.app(scope, receive, send)
             return
-        # Responders record their status on the exchange (Exchange.start_response) instead
+        # Responders record their status on the exchange (Exchange.response_start) instead
         # of this stage wrapping ``send``: one closure and two calls fewer per request.
         method = scope["method"] if scope["type"] == "http" else WEBSOCKET
         metrics, access_log, tracing = self.metrics, self.access_log, self.tracing

@@ -29,6 +29,7 @@ from onegate.ratelimit.store import Store
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from onegate.config import GatewayConfig
     from onegate.gateway.runtime import Runtime
 
 LIMIT = b"ratelimit-limit"
@@ -39,6 +40,11 @@ POLICY = b"ratelimit-policy"
 
 class RateLimitStage(Stage):
     name: ClassVar[str] = "rate-limit"
+
+    @classmethod
+    def enabled(cls, config: GatewayConfig) -> bool:
+        limits = config.rate_limits
+        return bool(limits.default) or any(route.rate_limits for route in config.routes)
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         super().__init__(app, runtime)
