@@ -1,11 +1,11 @@
-"""Routing benchmark: does ``Router.match`` stay flat as the route table grows?
+"""Routing benchmark: does ``Router.resolve`` stay flat as the route table grows?
 
 Usage::
 
     taskset -c 0 python benchmarks/routing_bench.py [--out benchmarks/results]
 
 Builds tables of 10, 100, 1,000 and 5,000 routes (prefixes, one-segment templates, ``{path}``
-tails, host-specific and method-restricted routes), then times ``Router.match`` over a fixed
+tails, host-specific and method-restricted routes), then times ``Router.resolve`` over a fixed
 mix of hits, 404s and 405s. The mix has the same shape for every table, but its hits are spread
 across the whole table so the larger tables cannot get away with touching only their first few
 routes. Reports the mean ns per match (the best of many short samples, tables taking turns) and
@@ -169,7 +169,7 @@ def main() -> int:
     lines = [
         "# Routing benchmark",
         "",
-        f"`Router.match`, mean of a fixed mix of {meta['requests_per_round']} requests "
+        f"`Router.resolve` (the route lookup without the cache of recent answers), mean of a fixed mix of {meta['requests_per_round']} requests "
         "(12 hits, 6 404s, 2 405s), best of "
         f"{args.repeats} samples of {args.rounds:,} rounds, tables taking turns, gc off while "
         "timing. "
