@@ -169,7 +169,8 @@ def main() -> int:
     lines = [
         "# Routing benchmark",
         "",
-        f"`Router.resolve` (the route lookup without the cache of recent answers), mean of a fixed mix of {meta['requests_per_round']} requests "
+        "`Router.resolve` (the route lookup without the cache of recent answers), mean of a "
+        f"fixed mix of {meta['requests_per_round']} requests "
         "(12 hits, 6 404s, 2 405s), best of "
         f"{args.repeats} samples of {args.rounds:,} rounds, tables taking turns, gc off while "
         "timing. "
