@@ -8,7 +8,6 @@ upstream's targets can be replaced from the environment with ``ONEGATE_UPSTREAM_
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from onegate.auth.config import AuthConfig, RouteAuth
 from onegate.errors import ConfigError
 from onegate.gateway.cors import CorsPolicy
-from onegate.model import Model, Seconds
+from onegate.model import NAME_PATTERN, Model, Name, Network, Seconds
 from onegate.observability.config import ObservabilityConfig
 from onegate.ratelimit.config import RateLimitConfig
 
@@ -33,7 +32,6 @@ DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "onegate.yaml"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 KNOWN_METHODS = frozenset(IDEMPOTENT_METHODS | {"POST", "PATCH", "CONNECT"})
 _HOST = re.compile(r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
 class Timeouts(Model):
@@ -166,7 +164,7 @@ class Match(Model):
 
 
 class RouteConfig(Model):
-    name: str
+    name: Name
     """Unique name, used in logs, metrics and ``onegate check``."""
     match: Match
     upstream: str
@@ -188,20 +186,13 @@ class RouteConfig(Model):
     cors: CorsPolicy | None = None
     """Cross-origin policy; preflight requests are answered at the edge."""
 
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("use letters, digits, '-' and '_', starting with a letter")
-        return name
-
 
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1)] | None = None
     """Worker processes; None means one per CPU core."""
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: list[Network] = Field(default_factory=list)
     """CIDRs of proxies in front of onegate whose X-Forwarded-For / Forwarded hops are trusted."""
     max_body_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024 * 1024
     """Largest request body accepted (413 beyond). None: unlimited (bodies are streamed)."""
@@ -211,16 +202,6 @@ class ServerConfig(Model):
     """On SIGTERM, how long in-flight requests and streams may take to finish."""
     watch_config: bool = True
     """Reload when the config file changes (SIGHUP always reloads)."""
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _valid_cidrs(cls, cidrs: list[str]) -> list[str]:
-        for cidr in cidrs:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an IP network") from exc
-        return cidrs
 
 
 class GatewayConfig(Model):
@@ -246,7 +227,7 @@ class GatewayConfig(Model):
                     f"(known: {', '.join(sorted(self.upstreams)) or 'none'})"
                 )
         for name in self.upstreams:
-            if not _NAME.match(name):
+            if not NAME_PATTERN.match(name):
                 raise ValueError(f"upstreams.{name}: use letters, digits, '-' and '_'")
         return self
 

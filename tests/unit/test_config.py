@@ -285,7 +285,8 @@ def test_bad_cidr_in_trusted_proxies() -> None:
             - 10.0.0.300/8
         """
     )
-    assert (error.location, error.key) == (f"{SOURCE}:2", "server.trusted_proxies")
+    # The error points at the very entry, not just at the list.
+    assert (error.location, error.key) == (f"{SOURCE}:4", "server.trusted_proxies[1]")
     assert error.detail == "'10.0.0.300/8' is not an IP network"
 
 

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from onegate.model import Model
+from onegate.model import Model, Network
 
 
 class MetricsConfig(Model):
     enabled: bool = True
     path: str = "/metrics"
     """Served without credentials to peers in ``public_networks``; others need the admin scope."""
-    public_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    public_networks: list[Network] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     """CIDRs whose peers may read the metrics without credentials (loopback by default)."""
-
-    @field_validator("public_networks")
-    @classmethod
-    def _valid_networks(cls, cidrs: list[str]) -> list[str]:
-        for cidr in cidrs:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{cidr!r} is not an IP network") from exc
-        return cidrs
 
 
 class AccessLogConfig(Model):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from onegate.model import Model, Seconds
+from onegate.model import Model, Name, Seconds
 
 # Policy names become part of store keys (``onegate:rl:<policy>:<key>``), so no ':' or spaces.
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
 KeyKind = Literal["principal", "api_key", "client_ip", "route"]
@@ -19,7 +17,7 @@ Algorithm = Literal["sliding_window", "token_bucket"]
 
 
 class LimitPolicy(Model):
-    name: str
+    name: Name
     key: KeyKind = "client_ip"
     """What one bucket counts: per caller, per API key, per client address, or per route.
     A policy is global: ``client_ip`` counts an address across every route the policy is
@@ -28,13 +26,6 @@ class LimitPolicy(Model):
     """Requests allowed per window (token bucket: the burst size)."""
     window_seconds: Seconds = 60.0
     algorithm: Algorithm = "sliding_window"
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("use letters, digits, '-' and '_', starting with a letter")
-        return name
 
     @property
     def window_header(self) -> int:
