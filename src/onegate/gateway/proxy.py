@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, ClassVar
 from onegate.config import IDEMPOTENT_METHODS
 from onegate.errors import (
     ClientDisconnected,
-    OnegateError,
     PayloadTooLarge,
     UpstreamError,
     UpstreamTimeout,
@@ -148,8 +147,8 @@ class ProxyStage:
         """Stream the response to the client, chunk by chunk, as the upstream produces it."""
         upstream = exchange.upstream
         assert upstream is not None
-        outcome: bool | None = response.status not in upstream.config.breaker.failure_statuses
-        complete = False
+        healthy = response.status not in upstream.config.breaker.failure_statuses
+        settled = failed = False
         watcher: asyncio.Task[None] | None = None
         try:
             dropped = exchange.drop_response_headers
@@ -172,32 +171,39 @@ class ProxyStage:
             while True:
                 # The body usually came with the head: take it without a coroutine round trip.
                 chunk = response.take_chunk() or await response.read_chunk()
-                if chunk is None:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    break
-                exchange.bytes_sent += len(chunk)
-                if response.at_end:  # the usual small response: one message, no stream
-                    await send({"type": "http.response.body", "body": chunk, "more_body": False})
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            complete = True
+                if chunk is not None:
+                    exchange.bytes_sent += len(chunk)
+                    if not response.at_end:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        continue
+                # The upstream is done: settle with it before the client has the last byte, so
+                # the client's next request already sees the breaker and the pool as they are.
+                settled = True
+                _settle(target, ticket, response, healthy)
+                await send({"type": "http.response.body", "body": chunk or b"", "more_body": False})
+                return
         except UpstreamError:
-            outcome = False
+            failed = True  # the upstream broke off: that counts against it
             raise
-        except (ClientDisconnected, OSError) as error:
-            outcome = None
+        except OSError as error:
             raise ClientDisconnected("client disconnected during the response") from error
-        except OnegateError:
-            outcome = None
-            raise
         finally:
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            response.close(reusable=complete)
-            target.outstanding -= 1
-            target.breaker.release(ticket, outcome if complete or outcome is False else None)
+            if not settled:
+                response.close(reusable=False)
+                target.outstanding -= 1
+                # A client that left says nothing about the upstream.
+                target.breaker.release(ticket, False if failed else None)
+
+
+def _settle(target: Target, ticket: Ticket, response: UpstreamResponse, healthy: bool) -> None:
+    """The upstream answered in full: reuse its connection and tell its breaker."""
+    response.close(reusable=True)
+    target.outstanding -= 1
+    target.breaker.release(ticket, healthy)
 
 
 async def _watch_disconnect(receive: Receive, response: UpstreamResponse) -> None:

@@ -235,6 +235,9 @@ class AsgiTarget(Target):
 
 _END = object()
 
+#: In-process apps that answered in full and are still running their own clean-up.
+_finishing: set[asyncio.Task[None]] = set()
+
 
 class AsgiResponse:
     """Runs an in-process ASGI app as an upstream exchange.
@@ -355,8 +358,14 @@ class AsgiResponse:
         self._queue.put_nowait(error)
 
     def close(self, reusable: bool = True) -> None:
-        self._disconnected.set()
         task = self._task
+        if reusable and task is not None and not task.done():
+            # The app sent its whole response but is still running (cleanup, background
+            # tasks): let it finish, holding a reference so the task is not collected.
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
+            return
+        self._disconnected.set()
         if task is not None and not task.done():
             task.cancel()
         if self._head.done() and not self._head.cancelled():
