@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from onegate.config import Timeouts, UpstreamConfig
 from onegate.errors import (
@@ -269,7 +269,7 @@ class AsgiResponse:
             "http_version": client.get("http_version", "1.1"),
             "method": self.request.method,
             "scheme": client.get("scheme", "http"),
-            "path": _unquote_path(self.request.path),
+            "path": unquote(self.request.path),
             "raw_path": self.request.path.encode("latin-1"),
             "query_string": self.request.query,
             "root_path": "",
@@ -370,12 +370,6 @@ class AsgiResponse:
             task.cancel()
         if self._head.done() and not self._head.cancelled():
             self._head.exception()  # mark retrieved
-
-
-def _unquote_path(path: str) -> str:
-    from urllib.parse import unquote
-
-    return unquote(path)
 
 
 def make_target(url: str, config: UpstreamConfig) -> Target:
