@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from helpers.legacy import free_port
@@ -107,3 +108,25 @@ def wait_ready(gateway: GatewayProcess, timeout: float = 20.0) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"onegate did not become ready:\n{gateway.log()}")
+
+
+def wait_for(condition: Callable[[], bool], within: float, what: str) -> float:
+    """Seconds until ``condition()`` holds; fails the test after ``within``."""
+    started = time.monotonic()
+    while not condition():
+        waited = time.monotonic() - started
+        assert waited < within, f"{what}: not after {waited:.1f}s"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def worker_pids(gateway: GatewayProcess) -> set[int]:
+    """The supervisor's live workers (not multiprocessing's resource tracker, nor zombies)."""
+    pids = set()
+    for child in psutil.Process(gateway.process.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.Error:
+            continue  # exited, or a zombie not yet reaped
+    return pids

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
 from helpers.legacy import LegacyBackends
 
 IN_PROCESS_AI = "asgi:onegate.dev.legacy:ai_app"
@@ -72,16 +72,6 @@ def replace_config(gateway: GatewayProcess, config: dict[str, Any] | str) -> Non
 def readiness(gateway: GatewayProcess) -> dict[str, Any]:
     ready: dict[str, Any] = httpx.get(f"{gateway.url}/readyz", timeout=5).json()
     return ready
-
-
-def wait_for(condition: Callable[[], bool], within: float, what: str) -> float:
-    """Seconds until ``condition()`` holds; fails after ``within``."""
-    started = time.monotonic()
-    while not condition():
-        waited = time.monotonic() - started
-        assert waited < within, f"{what}: not after {waited:.1f}s"
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def payments_served(gateway: GatewayProcess) -> bool:
@@ -291,17 +281,6 @@ def test_emptied_config_file_is_rejected(legacy_backends: LegacyBackends, tmp_pa
 
 
 # --- several workers -------------------------------------------------------------------------
-
-
-def worker_pids(gateway: GatewayProcess) -> set[int]:
-    pids = set()
-    for child in psutil.Process(gateway.process.pid).children():
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:
-            pass  # a worker that just died (a zombie until the supervisor reaps it)
-    return pids
 
 
 def ask_on_a_new_connection(gateway: GatewayProcess, path: str) -> tuple[int, int, bytes]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.gateway import GatewayProcess, run_gateway, wait_for
 from helpers.legacy import LegacyBackends
 
 
@@ -60,13 +59,6 @@ class InFlight:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"{self.url} never ended"
         return self
-
-
-def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within}s"
-        time.sleep(0.02)
 
 
 def outstanding(gateway: GatewayProcess, upstream: str) -> int:

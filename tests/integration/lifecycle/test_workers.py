@@ -5,15 +5,14 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
 from helpers.legacy import LegacyBackends
 
 
@@ -27,25 +26,6 @@ def gateway(
     with run_gateway(directory, upstreams, routes, workers=2) as gateway:
         wait_for(lambda: len(worker_pids(gateway)) == 2, 10.0, "two workers")
         yield gateway
-
-
-def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within}s"
-        time.sleep(0.05)
-
-
-def worker_pids(gateway: GatewayProcess) -> set[int]:
-    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
-    pids = set()
-    for child in psutil.Process(gateway.process.pid).children():
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:
-            pass  # a worker that just died (a zombie until the supervisor reaps it)
-    return pids
 
 
 def ask_on_a_new_connection(gateway: GatewayProcess, path: str) -> tuple[int | None, int, bytes]:

@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
 from helpers.legacy import LegacyBackends, free_port, legacy_backends
 
 __all__ = ["legacy_backends"]  # the fixture, imported so pytest finds it here
@@ -61,25 +60,6 @@ def gateway(
     with run_gateway(directory, upstreams, routes, workers=2, drain_seconds=1) as gateway:
         wait_for(lambda: len(worker_pids(gateway)) == 2, 15, "two workers")
         yield gateway
-
-
-def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {within}s"
-        time.sleep(0.05)
-
-
-def worker_pids(gateway: GatewayProcess) -> set[int]:
-    """The supervisor's live workers (not multiprocessing's resource tracker, nor zombies)."""
-    pids = set()
-    for child in psutil.Process(gateway.process.pid).children():
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.Error:
-            continue  # exited, or a zombie not yet reaped
-    return pids
 
 
 def fresh(gateway: GatewayProcess, method: str, path: str) -> http.client.HTTPResponse:
