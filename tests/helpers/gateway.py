@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -130,3 +131,26 @@ def worker_pids(gateway: GatewayProcess) -> set[int]:
         except psutil.Error:
             continue  # exited, or a zombie not yet reaped
     return pids
+
+
+def ask_on_a_new_connection(gateway: GatewayProcess, path: str) -> tuple[int | None, int, bytes]:
+    """GET ``path`` on a fresh connection: the worker that answered (None if no worker was
+    found holding the connection), the status and the body."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        assert connection.sock is not None
+        client_port = connection.sock.getsockname()[1]
+        for pid in worker_pids(gateway):
+            try:
+                connections = psutil.Process(pid).net_connections("tcp")
+            except psutil.Error:
+                continue
+            for conn in connections:
+                if conn.raddr and conn.raddr.port == client_port:
+                    return pid, response.status, body
+        return None, response.status, body
+    finally:
+        connection.close()

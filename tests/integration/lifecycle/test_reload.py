@@ -9,7 +9,6 @@ naming the file and line.
 from __future__ import annotations
 
 import copy
-import http.client
 import os
 import signal
 import threading
@@ -19,11 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import yaml
 
-from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
+from helpers.gateway import (
+    GatewayProcess,
+    ask_on_a_new_connection,
+    run_gateway,
+    wait_for,
+    worker_pids,
+)
 from helpers.legacy import LegacyBackends
 
 IN_PROCESS_AI = "asgi:onegate.dev.legacy:ai_app"
@@ -283,28 +287,6 @@ def test_emptied_config_file_is_rejected(legacy_backends: LegacyBackends, tmp_pa
 # --- several workers -------------------------------------------------------------------------
 
 
-def ask_on_a_new_connection(gateway: GatewayProcess, path: str) -> tuple[int, int, bytes]:
-    """GET ``path`` on a fresh connection: the worker that answered, the status and body."""
-    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-        assert connection.sock is not None
-        client_port = connection.sock.getsockname()[1]
-        for pid in worker_pids(gateway):
-            try:
-                connections = psutil.Process(pid).net_connections("tcp")
-            except psutil.Error:
-                continue
-            for conn in connections:
-                if conn.raddr and conn.raddr.port == client_port:
-                    return pid, response.status, body
-        raise AssertionError("no worker holds the connection")
-    finally:
-        connection.close()
-
-
 def test_sighup_to_the_master_reloads_every_worker(
     legacy_backends: LegacyBackends, tmp_path: Path
 ) -> None:
@@ -315,7 +297,9 @@ def test_sighup_to_the_master_reloads_every_worker(
         answered: set[int] = set()
 
         def both_workers_answered() -> bool:
-            answered.add(ask_on_a_new_connection(gateway, "/healthz")[0])
+            pid = ask_on_a_new_connection(gateway, "/healthz")[0]
+            assert pid is not None, "no worker holds the connection"
+            answered.add(pid)
             return answered == workers
 
         # Both serve (their SIGHUP handlers are installed) before the signal is sent.
@@ -328,6 +312,7 @@ def test_sighup_to_the_master_reloads_every_worker(
 
         def every_worker_reloaded() -> bool:
             pid, status, body = ask_on_a_new_connection(gateway, "/readyz")
+            assert pid is not None, "no worker holds the connection"
             assert status == 200
             reloaded[pid] = yaml.safe_load(body)["config"]["reloads"]
             return set(reloaded) == workers and all(n == 1 for n in reloaded.values())

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psutil
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
+from helpers.gateway import (
+    GatewayProcess,
+    ask_on_a_new_connection,
+    run_gateway,
+    wait_for,
+    worker_pids,
+)
 from helpers.legacy import LegacyBackends
 
 
@@ -26,28 +30,6 @@ def gateway(
     with run_gateway(directory, upstreams, routes, workers=2) as gateway:
         wait_for(lambda: len(worker_pids(gateway)) == 2, 10.0, "two workers")
         yield gateway
-
-
-def ask_on_a_new_connection(gateway: GatewayProcess, path: str) -> tuple[int | None, int, bytes]:
-    """GET ``path`` on a fresh connection: the worker that answered, the status and body."""
-    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-        assert connection.sock is not None
-        client_port = connection.sock.getsockname()[1]
-        for pid in worker_pids(gateway):
-            try:
-                connections = psutil.Process(pid).net_connections("tcp")
-            except psutil.Error:
-                continue
-            for conn in connections:
-                if conn.raddr and conn.raddr.port == client_port:
-                    return pid, response.status, body
-        return None, response.status, body
-    finally:
-        connection.close()
 
 
 def workers_answering(gateway: GatewayProcess, path: str, within: float = 10.0) -> set[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,28 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.accesslog import KEYS, RFC3339_UTC
 from helpers.gateway import GatewayProcess, run_gateway
 from helpers.legacy import LegacyBackends, legacy_backends
 
 __all__ = ["legacy_backends"]  # the fixture, imported so pytest finds it here
 
-KEYS = [
-    "ts",
-    "request_id",
-    "method",
-    "path",
-    "route",
-    "upstream",
-    "target",
-    "status",
-    "duration_ms",
-    "bytes",
-    "principal",
-    "client_ip",
-    "attempts",
-    "error",
-]
-RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SECRETS = ("secret-token-123", "api_key=zzz", "zzz", "cookie-secret", "body-secret")
 CONCURRENT = 60
 

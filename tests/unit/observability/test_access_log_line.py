@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from helpers.accesslog import KEYS, RFC3339_UTC
 from onegate.auth.principal import Principal
 from onegate.config import Match, RouteConfig, UpstreamConfig
 from onegate.errors import UpstreamConnectError
@@ -19,24 +19,6 @@ from onegate.gateway.routing import Route, RouteMatch
 from onegate.gateway.upstreams import Upstream
 from onegate.observability.accesslog import AccessLog, Clock, request_path
 from onegate.observability.linewriter import LineWriter
-
-KEYS = [
-    "ts",
-    "request_id",
-    "method",
-    "path",
-    "route",
-    "upstream",
-    "target",
-    "status",
-    "duration_ms",
-    "bytes",
-    "principal",
-    "client_ip",
-    "attempts",
-    "error",
-]
-RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 @pytest.fixture
