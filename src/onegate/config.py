@@ -8,6 +8,7 @@ upstream's targets can be replaced from the environment with ``ONEGATE_UPSTREAM_
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -242,11 +243,16 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         path = environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", location=str(path)) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("the file is not UTF-8", location=str(path)) from exc
     config = Config(parse_config(text, str(path), environ), path)
     config.node = yaml.compose(text, Loader=yaml.SafeLoader)
+    config.digest = hashlib.sha256(raw).hexdigest()
     return config
 
 
@@ -344,6 +350,8 @@ class Config:
         self.gateway = gateway
         self.path = path
         self.node: yaml.Node | None = None
+        self.digest: str | None = None
+        """SHA-256 of the text this was loaded from, to tell when the file changes."""
 
     def error(self, message: str, *loc: str | int) -> ConfigError:
         """A :class:`ConfigError` pointing at ``loc`` (e.g. ``"upstreams", "ai", "targets"``)

@@ -7,6 +7,7 @@ configuration can be shown with its secrets masked.
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -415,3 +416,18 @@ def test_masked_shows_environment_overrides() -> None:
         "http://10.0.0.7:3000",
         "http://10.0.0.8:3000",
     ]
+
+
+def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "onegate.yaml"
+    path.write_bytes(b"server:\n  host: caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == f"{path}: the file is not UTF-8"
+
+
+def test_the_digest_is_that_of_the_bytes_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "onegate.yaml"
+    path.write_bytes(GOOD.replace("\n", "\r\n").encode())
+    config = load_config(path, {})
+    assert config.digest == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -37,7 +37,7 @@ class Gateway:
         self.loaded_at = time.time()
         self.reloads = 0
         self.last_reload_error: str | None = None
-        self._fingerprint = _fingerprint(config)
+        self._fingerprint = config.digest
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -99,7 +99,7 @@ class Gateway:
             self.last_reload_error = str(error)
             logger.error("configuration rejected, still serving the previous one: %s", error)
             return False
-        self._fingerprint = _fingerprint(config)
+        self._fingerprint = config.digest
         runtime.start()
         self.runtime = runtime
         self.reloads += 1
@@ -138,7 +138,9 @@ class Gateway:
             if source.path is None or not self.runtime.config.server.watch_config:
                 continue
             try:
-                fingerprint = hashlib.sha256(source.path.read_bytes()).hexdigest()
+                fingerprint = hashlib.sha256(
+                    source.path.read_bytes()
+                ).hexdigest()  # like Config.digest
             except OSError:
                 continue
             if fingerprint == self._fingerprint:
@@ -194,15 +196,6 @@ class Gateway:
 
     def _upstreams(self) -> list[Upstream]:
         return list(self.runtime.upstreams.values())
-
-
-def _fingerprint(config: Config) -> str | None:
-    if config.path is None:
-        return None
-    try:
-        return hashlib.sha256(config.path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def create_app() -> Gateway:
