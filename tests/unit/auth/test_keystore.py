@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy
 
+from helpers.storage import POSTGRES, postgres
 from onegate.auth import apikey
 from onegate.auth.keystore import (
     DuplicateKey,
@@ -26,19 +26,8 @@ from onegate.auth.keystore import (
     open_store,
 )
 from onegate.auth.keystore.schema import TABLE, VERSION_TABLE
-from onegate.auth.keystore.sql_store import engine_url
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-def postgres(statement: str) -> None:
-    engine = sqlalchemy.create_engine(engine_url(POSTGRES, Path.cwd()))
-    try:
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(statement))
-    finally:
-        engine.dispose()
 
 
 class Backend:

@@ -6,8 +6,10 @@ from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, Text
 
 TABLE = "onegate_api_keys"
 VERSION_TABLE = "onegate_alembic_version"
-"""Our own Alembic version table, so sharing a database with an application that uses Alembic
-itself never mixes the two histories."""
+"""The key store's own Alembic version table, so sharing a database with an application (or
+another onegate owner) that uses Alembic never mixes the histories. It keeps the name it had
+before other owners existed, which every deployed database already holds; newer owners name
+theirs ``onegate_alembic_version_<owner>``."""
 
 metadata = MetaData()
 

@@ -1,56 +1,28 @@
 """Keys in SQL through SQLAlchemy 2: SQLite by default, PostgreSQL for several gateways.
 
-The table is created by the Alembic migrations shipped in this package, run (``upgrade
-head``) the first time a store touches its database, so an operator never runs a separate
-migration step. Several workers starting at once may race to migrate: PostgreSQL serialises
-them with an advisory lock, and any loser of a race elsewhere retries once the winner is done.
+Only the table, its queries and its migrations (``migrations/``) live here; the engine, the
+migration on first use and its locks are :mod:`onegate.storage`'s.
 """
 
 from __future__ import annotations
 
-import fcntl
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, insert, select, text, update
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from onegate.auth.keystore.base import DuplicateKey, KeyStoreError, UnknownKey
 from onegate.auth.keystore.record import KeyRecord
-from onegate.auth.keystore.schema import api_keys
+from onegate.auth.keystore.schema import VERSION_TABLE, api_keys
+from onegate.storage import SqlStore, StorageError, open_engine
 
 _T = TypeVar("_T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-_MIGRATION_ATTEMPTS = 3
-# Any constant will do; it only has to be the same for every onegate process.
-_ADVISORY_LOCK = 0x6F6E6567617465
-
-
-def engine_url(url: str, base_dir: Path) -> str:
-    """``url`` with the driver onegate ships (psycopg 3) and SQLite paths made absolute."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgresql":
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-    elif backend == "sqlite":
-        database = parsed.database
-        if not database or database == ":memory:":
-            raise KeyStoreError("an in-memory SQLite store would lose every key; use 'memory'")
-        if not Path(database).is_absolute():
-            parsed = parsed.set(database=str(base_dir / database))
-    else:
-        raise KeyStoreError(f"unsupported database {backend!r} (use sqlite or postgresql)")
-    return parsed.render_as_string(hide_password=False)
 
 
 class SqlKeyStore:
@@ -58,9 +30,11 @@ class SqlKeyStore:
 
     def __init__(self, url: str, issuer: str, base_dir: Path) -> None:
         self.issuer = issuer
-        self.engine: Engine = create_engine(engine_url(url, base_dir), pool_pre_ping=True)
-        self._migrated = False
-        self._lock = threading.Lock()
+        try:
+            engine = open_engine(url, base_dir)
+        except StorageError as exc:
+            raise KeyStoreError(exc.detail) from None
+        self.sql = SqlStore(engine, migrations=MIGRATIONS, version_table=VERSION_TABLE)
 
     # --- the interface ---------------------------------------------------------------------
 
@@ -105,7 +79,7 @@ class SqlKeyStore:
         return self._update(key_id, lambda r: r.expiring(at))
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.sql.close()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -133,60 +107,10 @@ class SqlKeyStore:
         return self._run(apply)
 
     def _run(self, work: Callable[[Connection], _T]) -> _T:
-        self._ensure_schema()
         try:
-            with self.engine.begin() as connection:
-                return work(connection)
-        except IntegrityError:
-            raise
-        except SQLAlchemyError as exc:
-            raise KeyStoreError(_describe(exc)) from None
-
-    def _ensure_schema(self) -> None:
-        if self._migrated:
-            return
-        with self._lock:
-            if self._migrated:
-                return
-            for attempt in range(_MIGRATION_ATTEMPTS):
-                try:
-                    self._migrate()
-                    break
-                except SQLAlchemyError as exc:
-                    if attempt + 1 == _MIGRATION_ATTEMPTS:
-                        raise KeyStoreError(_describe(exc)) from None
-                    time.sleep(0.05 * (attempt + 1))  # another process is migrating
-            self._migrated = True
-
-    def _migrate(self) -> None:
-        config = AlembicConfig()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        with _sqlite_lock(self.engine), self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK}
-                )
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-
-@contextmanager
-def _sqlite_lock(engine: Engine) -> Iterator[None]:
-    """Serialise migrations of one SQLite file across threads and processes.
-
-    SQLite runs DDL outside the migration's transaction, so two migrators racing could leave
-    a table created but not recorded as such; a lock file next to the database prevents it.
-    """
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database:
-        yield
-        return
-    with open(f"{database}.migrate-lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            return self.sql.run(work)
+        except StorageError as exc:
+            raise KeyStoreError(exc.detail) from None
 
 
 def _datetime(value: float | None) -> datetime | None:
@@ -214,9 +138,3 @@ def _record(row: Any) -> KeyRecord:
         expires_at=_timestamp(row["expires_at"]),
         revoked_at=_timestamp(row["revoked_at"]),
     )
-
-
-def _describe(exc: SQLAlchemyError) -> str:
-    # The first line only: SQLAlchemy appends the statement and its parameters below it.
-    original = getattr(exc, "orig", None) or exc
-    return f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"

@@ -1,0 +1,1 @@
+"""The migration toolkit (to come): stages, sticky buckets, shadow traffic, diffs, rollout."""
