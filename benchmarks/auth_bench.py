@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from onegate.auth import keyadmin
 from onegate.auth.keystore import open_store
 from onegate.auth.principal import Principal
-from onegate.config import load_config
+from onegate.gateway.config import load_config
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.stages.auth import AuthStage
@@ -160,7 +160,7 @@ async def best_of(run: Callable[[int], Awaitable[None]], count: int) -> float:
 def request_loop(
     stage: AuthStage, runtime: Runtime, path: str, headers_for: Callable[[int], list[Any]]
 ) -> Callable[[int], Awaitable[None]]:
-    match = runtime.router.match("GET", "api.example.com", path)
+    match = runtime.context.router.match("GET", "api.example.com", path)
 
     async def run(count: int) -> None:
         for n in range(count):
@@ -173,7 +173,7 @@ def request_loop(
 
 
 async def measure(runtime: Runtime, tokens: dict[str, Any]) -> dict[str, float]:
-    stage = AuthStage(nothing, runtime)
+    stage = AuthStage(nothing, runtime.context)
     stage.start()
     bearer_es = [*BASE_HEADERS, (b"authorization", f"Bearer {tokens['es']}".encode())]
     api_key = [*BASE_HEADERS, (b"x-api-key", tokens["key"].encode())]

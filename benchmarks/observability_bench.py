@@ -39,15 +39,15 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="onegate-bench-
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-from onegate.config import Config, GatewayConfig
+from onegate.gateway.config import Config, GatewayConfig
 from onegate.gateway.exchange import SCOPE_KEY, Exchange, exchange_of
 from onegate.gateway.headers import ForwardedInfo
+from onegate.gateway.process import ProcessState
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.stages.observe import ObserveStage
 from onegate.observability.accesslog import AccessLog, request_path
 from onegate.observability.families import DURATION_BUCKETS
 from onegate.observability.linewriter import LineWriter
-from onegate.observability.worker import WORKER
 from onegate.types import Message, Receive, Scope, Send
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -61,9 +61,13 @@ CONFIG = {
 }
 
 
+PROCESS = ProcessState()
+WORKER = PROCESS.observability
+
+
 def runtime(observability: dict[str, Any]) -> Runtime:
     data = {**CONFIG, "observability": observability}
-    return Runtime(Config(GatewayConfig.model_validate(data)))
+    return Runtime(Config(GatewayConfig.model_validate(data)), PROCESS)
 
 
 ON = {"metrics": {"enabled": True}, "access_log": {"enabled": True}}
@@ -85,7 +89,7 @@ def scope() -> Scope:
 
 def proxied(rt: Runtime, exchange: Exchange) -> Exchange:
     """What the inner stages leave on the exchange of a proxied GET."""
-    match = rt.router.match("GET", None, "/api/users/42")
+    match = rt.context.router.match("GET", None, "/api/users/42")
     exchange.match = match
     exchange.upstream = rt.upstreams["main"]
     exchange.target = exchange.upstream.targets[0]
@@ -264,8 +268,8 @@ def stage_costs(n: int) -> dict[str, float]:
     # The access log writes to stdout; point it at /dev/null for the measurement.
     WORKER.access_log("stdout").writer.fd = devnull
     try:
-        with_all = asyncio.run(run(ObserveStage(inner(on), on)))
-        without = asyncio.run(run(ObserveStage(inner(off), off)))
+        with_all = asyncio.run(run(ObserveStage(inner(on), on.context)))
+        without = asyncio.run(run(ObserveStage(inner(off), off.context)))
     finally:
         WORKER.access_log("stdout").writer.fd = 1
         os.close(devnull)

@@ -39,7 +39,7 @@ import redis
 import uvloop
 
 from onegate.auth.principal import Principal
-from onegate.config import Config, GatewayConfig
+from onegate.gateway.config import Config, GatewayConfig
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
 from onegate.gateway.headers import ForwardedInfo
 from onegate.gateway.routing import RouteMatch
@@ -131,10 +131,10 @@ def stage_for(policies: list[str]) -> tuple[RateLimitStage, Exchange]:
     async def nothing(scope: Scope, receive: Any, send: Any) -> None:
         return None
 
-    stage = RateLimitStage(nothing, runtime)
+    stage = RateLimitStage(nothing, runtime.context)
     exchange = Exchange("bench", principal=Principal("alice", "corp", "jwt"))
     exchange.forwarded = ForwardedInfo("203.0.113.7", ["203.0.113.7"], "http", "gw.example")
-    exchange.match = RouteMatch(runtime.router.routes[0], {}, "/api/x")
+    exchange.match = RouteMatch(runtime.context.router.routes[0], {}, "/api/x")
     return stage, exchange
 
 

@@ -24,8 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from onegate.config import Match, RouteConfig
 from onegate.errors import OnegateError
+from onegate.gateway.config import Match, RouteConfig
 from onegate.gateway.routing import Router
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -31,10 +31,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from onegate.config import Config, RouteConfig
 from onegate.errors import PROBLEM_TYPE_BASE, BadRequest, OnegateError
-from onegate.gateway.routing import Route, Router, normalize_path
+from onegate.gateway.config import Config, RouteConfig
+from onegate.gateway.routing import Route, Router
 from onegate.gateway.upstreams import load_asgi_app
+from onegate.http import normalize_path
 
 __all__ = [
     "CheckReport",

@@ -14,8 +14,8 @@ from typing import Annotated, NoReturn
 import typer
 import yaml
 
-from onegate.config import Config, load_config
 from onegate.errors import ConfigError
+from onegate.gateway.config import Config, load_config
 
 app = typer.Typer(
     help="onegate: one endpoint in front of every backend.",
@@ -168,7 +168,7 @@ def keys_create(
     loaded = _load(config)
     try:
         lifetime = parse_duration(expires_in) if expires_in is not None else None
-        with issuer_store(loaded, issuer) as store:
+        with issuer_store(loaded.gateway.auth, loaded.directory or Path.cwd(), issuer) as store:
             created = create(
                 store, subject=subject, scopes=scope or [], tenant=tenant, name=name,
                 expires_in=lifetime,
@@ -192,7 +192,7 @@ def keys_list(
 
     loaded = _load(config)
     try:
-        with issuer_store(loaded, issuer) as store:
+        with issuer_store(loaded.gateway.auth, loaded.directory or Path.cwd(), issuer) as store:
             rows = [describe(record) for record in store.list()]
     except KeyAdminError as error:
         fail(str(error))
@@ -210,7 +210,7 @@ def keys_revoke(
 
     loaded = _load(config)
     try:
-        with issuer_store(loaded, issuer) as store:
+        with issuer_store(loaded.gateway.auth, loaded.directory or Path.cwd(), issuer) as store:
             record = revoke(store, key_id)
     except KeyAdminError as error:
         fail(str(error))
@@ -233,7 +233,7 @@ def keys_rotate(
     loaded = _load(config)
     try:
         seconds = parse_duration(overlap)
-        with issuer_store(loaded, issuer) as store:
+        with issuer_store(loaded.gateway.auth, loaded.directory or Path.cwd(), issuer) as store:
             created, old = rotate(store, key_id, overlap=seconds)
     except KeyAdminError as error:
         fail(str(error))

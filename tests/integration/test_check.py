@@ -20,7 +20,7 @@ import yaml
 from helpers.gateway import GatewayProcess, run_gateway
 from helpers.legacy import LegacyBackends, free_port
 from onegate.check import probe_path, run_check
-from onegate.config import Config, GatewayConfig, RouteConfig
+from onegate.gateway.config import Config, GatewayConfig, RouteConfig
 from onegate.types import ASGIApp, Receive, Scope, Send
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-backends.yaml"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from onegate.config import Config, GatewayConfig, load_config, parse_config
 from onegate.errors import ConfigError
+from onegate.gateway.config import Config, GatewayConfig, load_config, parse_config
 
 SOURCE = "gateway.yaml"
 

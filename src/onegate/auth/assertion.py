@@ -3,7 +3,7 @@
 Identity headers are only as trustworthy as the network path between gateway and upstream. A
 backend that wants more verifies the assertion instead: a short-lived JWT (ES256 or EdDSA)
 signed by the gateway, whose public key the gateway publishes as a JWKS document
-(``GET /_onegate/jwks.json``, see :func:`jwks_document`). The backend needs nothing but that
+(``GET /_onegate/jwks.json``, see :meth:`SigningKeys.jwks`). The backend needs nothing but that
 URL, the issuer and the audience.
 
 The signing key comes from ``auth.assertion.key_file``, or is generated once and kept in
@@ -21,7 +21,7 @@ import secrets
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -29,9 +29,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from onegate.auth.config import AssertionConfig, AuthConfig
 from onegate.auth.principal import Principal
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -167,56 +164,56 @@ def read_or_create_key(path: Path, algorithm: str) -> SigningKey:
     return read_key(path)
 
 
-_keys: dict[tuple[str, int], SigningKey] = {}
-_keys_lock = threading.Lock()
+class SigningKeys:
+    """The assertion keys this process has read or made, each read once per file version.
 
-
-def signing_key(auth: AuthConfig, config_dir: Path | None) -> SigningKey:
-    """The configured or generated key, read once per process (and again if the file changes).
-
-    Without a config file and without ``key_file`` the key is made up for this process only:
-    fine for tests and the built-in demo, useless for several workers.
+    One per process (owned by the gateway's process state), so every reload and every stage
+    signs with the same key, and tests get a fresh set by making a new one.
     """
-    assertion = auth.assertion
-    if assertion.key_file is not None:
-        path = (config_dir or Path.cwd()) / assertion.key_file
-        create = False
-    elif config_dir is not None:
-        path = config_dir / auth.state_dir / KEY_FILE_NAME
-        create = True
-    else:
-        with _keys_lock:
-            cache_key = (f"ephemeral:{assertion.algorithm}", 0)
-            if cache_key not in _keys:
-                _keys[cache_key] = generate_key(assertion.algorithm)
-            return _keys[cache_key]
-    with _keys_lock:
-        if create and not path.exists():
-            read_or_create_key(path, assertion.algorithm)
-        try:
-            version = path.stat().st_mtime_ns
-        except OSError:
-            version = -1  # read_key below reports why
-        cache_key = (str(path), version)
-        key = _keys.get(cache_key)
-        if key is None:
-            key = _keys[cache_key] = read_key(path)
-        return key
 
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, int], SigningKey] = {}
+        self._lock = threading.Lock()
 
-def signer_for(auth: AuthConfig, config_dir: Path | None) -> AssertionSigner | None:
-    """The signer the auth stage uses, or None when there is nothing to sign."""
-    if not auth.assertion.enabled or not auth.issuers:
-        return None
-    return AssertionSigner(auth.assertion, signing_key(auth, config_dir))
+    def key(self, auth: AuthConfig, config_dir: Path | None) -> SigningKey:
+        """The configured or generated key (read again if the file changes).
 
+        Without a config file and without ``key_file`` the key is made up for this process
+        only: fine for tests and the built-in demo, useless for several workers.
+        """
+        assertion = auth.assertion
+        if assertion.key_file is not None:
+            path = (config_dir or Path.cwd()) / assertion.key_file
+            create = False
+        elif config_dir is not None:
+            path = config_dir / auth.state_dir / KEY_FILE_NAME
+            create = True
+        else:
+            with self._lock:
+                cache_key = (f"ephemeral:{assertion.algorithm}", 0)
+                if cache_key not in self._keys:
+                    self._keys[cache_key] = generate_key(assertion.algorithm)
+                return self._keys[cache_key]
+        with self._lock:
+            if create and not path.exists():
+                read_or_create_key(path, assertion.algorithm)
+            try:
+                version = path.stat().st_mtime_ns
+            except OSError:
+                version = -1  # read_key below reports why
+            cache_key = (str(path), version)
+            key = self._keys.get(cache_key)
+            if key is None:
+                key = self._keys[cache_key] = read_key(path)
+            return key
 
-def config_dir_of(runtime: Runtime) -> Path | None:
-    path = runtime.source.path
-    return path.resolve().parent if path is not None else None
+    def signer(self, auth: AuthConfig, config_dir: Path | None) -> AssertionSigner | None:
+        """The signer the auth stage uses, or None when there is nothing to sign."""
+        if not auth.assertion.enabled or not auth.issuers:
+            return None
+        return AssertionSigner(auth.assertion, self.key(auth, config_dir))
 
-
-def jwks_document(runtime: Runtime) -> dict[str, Any]:
-    """The public JWKS upstreams verify assertions with (served at :data:`JWKS_PATH`)."""
-    signer = signer_for(runtime.config.auth, config_dir_of(runtime))
-    return signer.jwks() if signer is not None else {"keys": []}
+    def jwks(self, auth: AuthConfig, config_dir: Path | None) -> dict[str, Any]:
+        """The public JWKS upstreams verify assertions with (served at :data:`JWKS_PATH`)."""
+        signer = self.signer(auth, config_dir)
+        return signer.jwks() if signer is not None else {"keys": []}

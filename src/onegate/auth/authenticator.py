@@ -18,7 +18,7 @@ import jwt
 
 from onegate.auth import apikey
 from onegate.auth.apikey_verifier import ApiKeyVerifier
-from onegate.auth.assertion import AssertionSigner, signer_for
+from onegate.auth.assertion import AssertionSigner, SigningKeys
 from onegate.auth.cache import VerificationCache, Verified
 from onegate.auth.config import AuthConfig, JwtIssuer
 from onegate.auth.credentials import AUTHORIZATION, Credential
@@ -43,7 +43,11 @@ class Authenticator:
         config: AuthConfig,
         config_dir: Path | None,
         environ: Mapping[str, str] | None = None,
+        *,
+        keys: SigningKeys | None = None,
     ) -> None:
+        """``keys``: the process's assertion keys (a fresh set when None, as in tests)."""
+        keys = keys if keys is not None else SigningKeys()
         base_dir = config_dir or Path.cwd()
         self.config = config
         self.jwt_issuers: dict[str, JwtVerifier] = {}
@@ -62,7 +66,7 @@ class Authenticator:
         )
         """API key headers no upstream ever sees, on any route."""
         self.cache = VerificationCache(config.cache_entries)
-        self.signer: AssertionSigner | None = signer_for(config, config_dir)
+        self.signer: AssertionSigner | None = keys.signer(config, config_dir)
         self.assertion_header = config.assertion.header.encode("latin-1")
         self._started = False
 

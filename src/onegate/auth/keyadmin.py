@@ -18,7 +18,6 @@ from pathlib import Path
 from onegate.auth import apikey
 from onegate.auth.config import ApiKeyIssuer, AuthConfig
 from onegate.auth.keystore import KeyRecord, KeyStore, KeyStoreError, UnknownKey, open_store
-from onegate.config import Config
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -54,14 +53,13 @@ def key_issuer(auth: AuthConfig, name: str | None) -> ApiKeyIssuer:
 
 
 @contextmanager
-def issuer_store(config: Config, issuer_name: str | None) -> Iterator[KeyStore]:
-    """The store of an api_key issuer of ``config``; store failures become one-line errors.
+def issuer_store(auth: AuthConfig, config_dir: Path, issuer_name: str | None) -> Iterator[KeyStore]:
+    """The store of an api_key issuer; store failures become one-line errors.
 
     A relative SQLite path means the same file to the gateway and to this command: both
-    resolve it against the config file's directory.
+    resolve it against the config file's directory, ``config_dir``.
     """
-    issuer = key_issuer(config.gateway.auth, issuer_name)
-    config_dir = config.path.resolve().parent if config.path is not None else Path.cwd()
+    issuer = key_issuer(auth, issuer_name)
     if issuer.store == "memory":
         raise KeyAdminError(
             f"issuer {issuer.name!r} keeps keys in memory, inside the gateway: "

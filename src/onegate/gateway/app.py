@@ -12,12 +12,12 @@ import signal
 import time
 from typing import Any
 
-from onegate.config import Config, load_config
 from onegate.errors import ConfigError
-from onegate.gateway.headers import http_date
+from onegate.gateway.config import Config, load_config
+from onegate.gateway.process import ProcessState
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.upstreams import Upstream
-from onegate.observability.worker import WORKER
+from onegate.http import http_date
 from onegate.types import Receive, Scope, Send
 
 logger = logging.getLogger("onegate.gateway")
@@ -32,8 +32,10 @@ READY_PATH = "/readyz"
 class Gateway:
     """Holds the current :class:`Runtime` and swaps it when the configuration changes."""
 
-    def __init__(self, config: Config) -> None:
-        self.runtime = Runtime(config)
+    def __init__(self, config: Config, process: ProcessState | None = None) -> None:
+        self.process = process if process is not None else ProcessState()
+        """What outlives every reload (metrics, rate-limit stores, keys, request ids)."""
+        self.runtime = Runtime(config, self.process)
         self.loaded_at = time.time()
         self.reloads = 0
         self.last_reload_error: str | None = None
@@ -94,7 +96,7 @@ class Gateway:
         previous = self.runtime
         try:
             config = load_config(previous.source.path)
-            runtime = Runtime(config, previous)
+            runtime = Runtime(config, self.process, previous)
         except ConfigError as error:
             self.last_reload_error = str(error)
             logger.error("configuration rejected, still serving the previous one: %s", error)
@@ -180,7 +182,9 @@ class Gateway:
         self.runtime.start()
         self._tasks.append(loop.create_task(self._watch()))
         # Flushes metrics and access-log lines every 100 ms (and once more when cancelled).
-        self._tasks.append(loop.create_task(WORKER.housekeeping(self._upstreams)))
+        self._tasks.append(
+            loop.create_task(self.process.observability.housekeeping(self._upstreams))
+        )
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self.reload)
 
@@ -192,7 +196,8 @@ class Gateway:
                 await task
         self._tasks.clear()
         await self.runtime.aclose()
-        WORKER.shutdown()  # last log lines and spans out, this worker's gauges retired
+        # Last log lines and spans out, this worker's gauges retired.
+        self.process.observability.shutdown()
 
     def _upstreams(self) -> list[Upstream]:
         return list(self.runtime.upstreams.values())

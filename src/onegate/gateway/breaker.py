@@ -9,17 +9,11 @@ if they all succeed it closes, if one fails it opens again for another period.
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 
-from onegate.config import Breaker as BreakerConfig
-
-
-class BreakerState(enum.Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
+from onegate.gateway.config import Breaker as BreakerConfig
+from onegate.http import BreakerState
 
 
 class Ticket:

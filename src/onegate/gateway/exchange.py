@@ -87,6 +87,26 @@ class Exchange:
     def route_name(self) -> str | None:
         return self.match.route.name if self.match is not None else None
 
+    @property
+    def route_template(self) -> str | None:
+        """The matched route's path template or prefix (OpenTelemetry's ``http.route``)."""
+        if self.match is None:
+            return None
+        match = self.match.route.config.match
+        return match.path or match.prefix
+
+    @property
+    def upstream_name(self) -> str | None:
+        return self.upstream.name if self.upstream is not None else None
+
+    @property
+    def target_url(self) -> str | None:
+        return self.target.url if self.target is not None else None
+
+    @property
+    def principal_id(self) -> str | None:
+        return self.principal.id if self.principal is not None else None
+
 
 def exchange_of(scope: Scope) -> Exchange:
     exchange: Exchange = scope[SCOPE_KEY]

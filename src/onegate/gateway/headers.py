@@ -12,13 +12,12 @@ Rules (each one a known proxy pitfall):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
 import re
-import time
 from collections.abc import Iterable, Sequence
-from email.utils import formatdate
 
 Headers = list[tuple[bytes, bytes]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,9 +79,7 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes]) -> Headers:
     """Headers without hop-by-hop ones, ``Connection``-named ones and those in ``drop``."""
-    removed = _removed.get(drop)
-    if removed is None:
-        removed = _removed[drop] = HOP_BY_HOP | drop  # a handful of distinct sets: bounded
+    removed = _removed_with(drop)
     kept: Headers = []
     named: frozenset[bytes] | None = None
     for header in headers:
@@ -100,37 +97,33 @@ def filter_headers(headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes
     return kept
 
 
-_removed: dict[frozenset[bytes], frozenset[bytes]] = {}
 _X = ord("x")
 
 
-# Ids are a random per-process prefix and a counter: unique across processes and instances,
-# and four times cheaper than 16 fresh random bytes per request.
-_ID_PREFIX = os.urandom(8).hex()
-_id_counter = itertools.count(1)
+@functools.lru_cache(maxsize=64)
+def _removed_with(drop: frozenset[bytes]) -> frozenset[bytes]:
+    return HOP_BY_HOP | drop  # a handful of distinct sets: the cache stays small
 
 
-_date_cache: tuple[int, bytes] = (0, b"")
+class RequestIds:
+    """Request ids: a random prefix and a counter, unique across processes and instances, and
+    four times cheaper than 16 fresh random bytes per request. One per process, kept across
+    reloads (see :class:`onegate.gateway.process.ProcessState`)."""
 
+    __slots__ = ("_counter", "_prefix")
 
-def http_date() -> bytes:
-    """The current time as an HTTP ``Date`` value, formatted once per second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
-    return _date_cache[1]
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(1)
 
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
 
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_id_counter):016x}"
-
-
-def accept_request_id(value: bytes | None) -> str:
-    """The client's request id when it is safe to propagate, else a fresh one."""
-    if value is not None and _REQUEST_ID_SHAPE.match(value):
-        return value.decode("ascii")
-    return new_request_id()
+    def accept(self, value: bytes | None) -> str:
+        """The client's request id when it is safe to propagate, else a fresh one."""
+        if value is not None and _REQUEST_ID_SHAPE.match(value):
+            return value.decode("ascii")
+        return self.new()
 
 
 class TrustedProxies:

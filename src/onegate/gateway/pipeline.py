@@ -9,13 +9,11 @@ convention: a stage placed out of order is a start-up error, not a subtle bug.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from onegate.gateway.config import GatewayConfig
+from onegate.gateway.context import StageContext
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.config import GatewayConfig
-    from onegate.gateway.runtime import Runtime
 
 #: Every stage onegate knows, outermost first. Later issues fill in the reserved names.
 STAGE_ORDER: tuple[str, ...] = (
@@ -39,7 +37,7 @@ class Stage:
 
     name: ClassVar[str]
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,7 +68,7 @@ def check_order(names: Sequence[str]) -> None:
 
 
 def compose(
-    stages: Sequence[type[Stage]], endpoint: ASGIApp, runtime: Runtime
+    stages: Sequence[type[Stage]], endpoint: ASGIApp, context: StageContext
 ) -> tuple[ASGIApp, list[Stage]]:
     """Wrap ``endpoint`` in ``stages`` (outermost first) after checking their order.
 
@@ -79,8 +77,8 @@ def compose(
     check_order([*(s.name for s in stages), "proxy"])
     app = endpoint
     built: list[Stage] = []
-    for stage_type in reversed([s for s in stages if s.enabled(runtime.config)]):
-        stage = stage_type(app, runtime)
+    for stage_type in reversed([s for s in stages if s.enabled(context.config)]):
+        stage = stage_type(app, context)
         built.append(stage)
         app = stage
     return app, built[::-1]

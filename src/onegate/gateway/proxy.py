@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from onegate.config import IDEMPOTENT_METHODS
 from onegate.errors import (
     ClientDisconnected,
     PayloadTooLarge,
@@ -21,27 +20,25 @@ from onegate.errors import (
 )
 from onegate.gateway.body import RequestBody
 from onegate.gateway.breaker import Ticket
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import Exchange, exchange_of
 from onegate.gateway.headers import (
     GATEWAY_OWNED_REQUEST,
     GATEWAY_OWNED_RESPONSE,
     REQUEST_ID,
     filter_headers,
-    http_date,
 )
 from onegate.gateway.upstreams import Target, UpstreamRequest, UpstreamResponse
 from onegate.gateway.websocket import proxy_websocket
+from onegate.http import IDEMPOTENT_METHODS, http_date
 from onegate.types import Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 
 class ProxyStage:
     name: ClassVar[str] = "proxy"
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.max_body_bytes = runtime.config.server.max_body_bytes
+    def __init__(self, context: StageContext) -> None:
+        self.max_body_bytes = context.config.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = exchange_of(scope)

@@ -7,11 +7,13 @@ health state and breakers survive a reload.
 
 from __future__ import annotations
 
-from onegate.admin.surface import AdminSurface
-from onegate.config import Config, GatewayConfig
 from onegate.errors import ConfigError
+from onegate.gateway.admin.surface import AdminSurface
+from onegate.gateway.config import Config, GatewayConfig
+from onegate.gateway.context import StageContext
 from onegate.gateway.headers import TrustedProxies
 from onegate.gateway.pipeline import compose
+from onegate.gateway.process import ProcessState
 from onegate.gateway.proxy import ProxyStage
 from onegate.gateway.routing import Router
 from onegate.gateway.stages.auth import AuthStage
@@ -28,12 +30,20 @@ STAGES = (ObserveStage, ErrorsStage, GuardStage, MatchStage, CorsStage, AuthStag
 
 
 class Runtime:
-    def __init__(self, source: Config, previous: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        source: Config,
+        process: ProcessState | None = None,
+        previous: Runtime | None = None,
+    ) -> None:
+        """``process``: what outlives reloads; a fresh one when None (a one-off build, as
+        ``config validate`` does). Upstreams of ``previous`` whose settings are unchanged
+        are carried over."""
         self.source = source
         self.config: GatewayConfig = source.gateway
-        self.trusted_proxies = TrustedProxies(self.config.server.trusted_proxies)
+        process = process if process is not None else ProcessState()
         try:
-            self.router = Router(self.config.routes)
+            router = Router(self.config.routes)
         except ValueError as exc:
             raise source.error(str(exc), *self._route_location(str(exc))) from exc
         carried = previous.upstreams if previous is not None else {}
@@ -47,10 +57,18 @@ class Runtime:
                 self.upstreams[name] = Upstream(name, upstream_config)
             except ConfigError as exc:
                 raise source.error(exc.detail, "upstreams", name, "targets") from exc
-        # The gateway's own endpoints (/_onegate/**, metrics), matched before any route.
-        self.admin = AdminSurface(self)
+        # Everything the stages are built from exists before the first stage is: the gateway's
+        # own endpoints (/_onegate/**, metrics), matched before any route, come first.
+        self.context = context = StageContext(
+            source=source,
+            router=router,
+            upstreams=self.upstreams,
+            trusted_proxies=TrustedProxies(self.config.server.trusted_proxies),
+            admin=AdminSurface(source, self.upstreams, process),
+            process=process,
+        )
         self.app: ASGIApp
-        self.app, self.stages = compose(STAGES, ProxyStage(self), self)
+        self.app, self.stages = compose(STAGES, ProxyStage(context), context)
 
     def _route_location(self, message: str) -> tuple[str | int, ...]:
         """``routes[i]`` for a router error naming route i (``route 'name': ...``)."""

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from onegate.config import CONFIG_ENV, Config
+from onegate.gateway.config import CONFIG_ENV, Config
 from onegate.gateway.runtime import Runtime
 from onegate.observability.multiprocess import metrics_directory, worker_exited
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from onegate.config import Timeouts, UpstreamConfig
 from onegate.errors import (
     CircuitOpen,
     ConfigError,
@@ -33,6 +32,7 @@ from onegate.errors import (
 )
 from onegate.gateway.body import RequestBody
 from onegate.gateway.breaker import CircuitBreaker, Ticket
+from onegate.gateway.config import Timeouts, UpstreamConfig
 from onegate.gateway.transport import ConnectionPool, encode_head
 from onegate.types import ASGIApp, Message, Scope
 

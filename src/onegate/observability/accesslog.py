@@ -22,11 +22,11 @@ from json.encoder import encode_basestring_ascii as json_string
 from typing import TYPE_CHECKING
 
 from onegate.errors import BadRequest
-from onegate.gateway.routing import normalize_path
+from onegate.http import normalize_path
 from onegate.observability.linewriter import LineWriter
+from onegate.observability.observed import ObservedExchange
 
 if TYPE_CHECKING:
-    from onegate.gateway.exchange import Exchange
     from onegate.types import Scope
 
 _NULL = "null"
@@ -73,25 +73,25 @@ class AccessLog:
         self.writer = writer
         self.clock = Clock()
 
-    def record(self, exchange: Exchange, method: str, path: str, duration: float) -> None:
+    def record(self, exchange: ObservedExchange, method: str, path: str, duration: float) -> None:
         self.writer.write(self.line(exchange, method, path, duration))
 
-    def line(self, exchange: Exchange, method: str, path: str, duration: float) -> str:
-        match = exchange.match
-        upstream = exchange.upstream
-        target = exchange.target
-        principal = exchange.principal
+    def line(self, exchange: ObservedExchange, method: str, path: str, duration: float) -> str:
+        route = exchange.route_name
+        upstream = exchange.upstream_name
+        target = exchange.target_url
+        principal = exchange.principal_id
         error = exchange.error
         client_ip = exchange.client_ip
         return (
             f'{{"ts":"{self.clock.now()}","request_id":{json_string(exchange.request_id)},'
             f'"method":{json_string(method)},"path":{json_string(path)},'
-            f'"route":{json_string(match.route.name) if match is not None else _NULL},'
-            f'"upstream":{json_string(upstream.name) if upstream is not None else _NULL},'
-            f'"target":{json_string(target.url) if target is not None else _NULL},'
+            f'"route":{json_string(route) if route is not None else _NULL},'
+            f'"upstream":{json_string(upstream) if upstream is not None else _NULL},'
+            f'"target":{json_string(target) if target is not None else _NULL},'
             f'"status":{exchange.status},"duration_ms":{duration * 1000:.3f},'
             f'"bytes":{exchange.bytes_sent},'
-            f'"principal":{json_string(principal.id) if principal is not None else _NULL},'
+            f'"principal":{json_string(principal) if principal is not None else _NULL},'
             f'"client_ip":{json_string(client_ip) if client_ip is not None else _NULL},'
             f'"attempts":{exchange.attempts},'
             f'"error":{json_string(error.slug) if error is not None else _NULL}}}'

@@ -16,17 +16,15 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from onegate.config import KNOWN_METHODS
 from onegate.errors import CircuitOpen, NoHealthyTarget, UpstreamError
-from onegate.gateway.breaker import BreakerState
+from onegate.http import KNOWN_METHODS, BreakerState
 from onegate.observability.families import DURATION_BUCKETS, Families
+from onegate.observability.observed import ObservedExchange, ObservedUpstream
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
 
     from onegate.errors import OnegateError
-    from onegate.gateway.exchange import Exchange
-    from onegate.gateway.upstreams import Upstream
 
 NO_ROUTE = "none"
 """Route (and upstream) label of requests that matched no route: 404s, 405s, bad requests."""
@@ -126,15 +124,13 @@ class MetricsRecorder:
         self._rate_limit_skipped = _Tally(families.rate_limit_skipped)
         self._targets: dict[tuple[str, str], tuple[bool, BreakerState]] = {}
 
-    def record(self, exchange: Exchange, method: str, duration: float) -> None:
+    def record(self, exchange: ObservedExchange, method: str, duration: float) -> None:
         """Count one finished request (``duration`` in seconds)."""
-        match = exchange.match
-        upstream = exchange.upstream
         status = exchange.status
-        route = match.route.name if match is not None else NO_ROUTE
+        route = exchange.route_name or NO_ROUTE
         key = (
             route,
-            upstream.name if upstream is not None else NO_ROUTE,
+            exchange.upstream_name or NO_ROUTE,
             method if method in _METHODS else "OTHER",
             status // 100,
         )
@@ -151,7 +147,7 @@ class MetricsRecorder:
         error = exchange.error
         # A refusal nothing upstream took part in was the gateway's, even if the stage that
         # answered it did not leave its error on the exchange.
-        if error is not None or (exchange.target is None and status in _REFUSALS):
+        if error is not None or (exchange.target_url is None and status in _REFUSALS):
             self._count_refusal(route, key[1], status, error)
 
     def _add_series(self, key: tuple[str, str, str, int]) -> _Series:
@@ -200,7 +196,7 @@ class MetricsRecorder:
         self._rate_limited.flush()
         self._rate_limit_skipped.flush()
 
-    def refresh_targets(self, upstreams: Iterable[Upstream]) -> None:
+    def refresh_targets(self, upstreams: Iterable[ObservedUpstream]) -> None:
         """Write the health and breaker gauges of every target whose state changed."""
         for upstream in upstreams:
             for target in upstream.targets:

@@ -26,9 +26,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from onegate.observability.config import TracingConfig
+from onegate.observability.observed import ObservedExchange
 
 if TYPE_CHECKING:
-    from onegate.gateway.exchange import Exchange
     from onegate.types import Scope
 
 #: The client's trace headers, replaced by the gateway's when tracing is on.
@@ -81,7 +81,7 @@ class Tracing:
         self.tracer = self.provider.get_tracer("onegate")
         self.propagator = TraceContextTextMapPropagator()
 
-    def start(self, scope: Scope, exchange: Exchange, method: str) -> Span:
+    def start(self, scope: Scope, exchange: ObservedExchange, method: str) -> Span:
         """Start the request's span and have the proxy send its context upstream."""
         parent = self.propagator.extract(scope["headers"], getter=_GETTER)
         span = self.tracer.start_span(
@@ -101,25 +101,27 @@ class Tracing:
         exchange.drop_upstream_headers = exchange.drop_upstream_headers | TRACE_HEADERS
         return span
 
-    def finish(self, span: Span, exchange: Exchange, method: str, path: str) -> None:
+    def finish(self, span: Span, exchange: ObservedExchange, method: str, path: str) -> None:
         """Describe the outcome and end the span (it is exported later, in a batch)."""
         status = exchange.status
         span.set_attribute("url.path", path)
         if status:
             span.set_attribute("http.response.status_code", status)
-        match = exchange.match
-        if match is not None:
-            route = match.route.config
-            template = route.match.path or route.match.prefix or ""
+        route = exchange.route_name
+        if route is not None:
+            template = exchange.route_template or ""
             span.set_attribute("http.route", template)
-            span.set_attribute("onegate.route", route.name)
+            span.set_attribute("onegate.route", route)
             span.update_name(f"{method} {template}")
-        if exchange.upstream is not None:
-            span.set_attribute("onegate.upstream", exchange.upstream.name)
-        if exchange.target is not None:
-            span.set_attribute("onegate.target", exchange.target.url)
-        if exchange.principal is not None:
-            span.set_attribute("enduser.id", exchange.principal.id)
+        upstream = exchange.upstream_name
+        if upstream is not None:
+            span.set_attribute("onegate.upstream", upstream)
+        target = exchange.target_url
+        if target is not None:
+            span.set_attribute("onegate.target", target)
+        principal = exchange.principal_id
+        if principal is not None:
+            span.set_attribute("enduser.id", principal)
         error = exchange.error
         if error is not None:
             span.set_attribute("error.type", error.slug)

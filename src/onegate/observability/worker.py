@@ -20,7 +20,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from prometheus_client import CollectorRegistry
 
@@ -29,11 +29,9 @@ from onegate.observability.accesslog import AccessLog
 from onegate.observability.config import TracingConfig
 from onegate.observability.families import Families
 from onegate.observability.linewriter import LineWriter
+from onegate.observability.observed import ObservedUpstream
 from onegate.observability.recorder import MetricsRecorder
 from onegate.observability.tracing import Tracing
-
-if TYPE_CHECKING:
-    from onegate.gateway.upstreams import Upstream
 
 logger = logging.getLogger("onegate.observability")
 
@@ -82,7 +80,7 @@ class Worker:
         if self._recorder is not None:
             self._recorder.flush()
 
-    def flush(self, upstreams: Iterable[Upstream] = ()) -> None:
+    def flush(self, upstreams: Iterable[ObservedUpstream] = ()) -> None:
         recorder = self._recorder
         if recorder is not None:
             recorder.refresh_targets(upstreams)
@@ -90,7 +88,7 @@ class Worker:
         for log in self._logs.values():
             log.writer.flush()
 
-    async def housekeeping(self, upstreams: Callable[[], Iterable[Upstream]]) -> None:
+    async def housekeeping(self, upstreams: Callable[[], Iterable[ObservedUpstream]]) -> None:
         """Flush every :data:`FLUSH_SECONDS` until cancelled, then once more."""
         try:
             while True:

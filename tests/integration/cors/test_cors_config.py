@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from onegate.config import parse_config
 from onegate.errors import ConfigError
+from onegate.gateway.config import parse_config
 from onegate.gateway.cors import CorsPolicy
 
 

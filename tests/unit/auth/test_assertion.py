@@ -15,15 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from onegate.auth.assertion import (
     AssertionKeyError,
     AssertionSigner,
-    jwks_document,
+    SigningKeys,
+    public_jwk,
     read_key,
     read_or_create_key,
-    signing_key,
 )
 from onegate.auth.config import AssertionConfig, AuthConfig
 from onegate.auth.principal import Principal
-from onegate.config import load_config
-from onegate.gateway.runtime import Runtime
+from onegate.gateway.config import load_config
 
 ALICE = Principal(
     subject="alice",
@@ -122,12 +121,15 @@ def test_the_key_lives_in_the_state_dir_next_to_the_config(tmp_path: Path) -> No
     config = AuthConfig.model_validate(
         {"issuers": [{"type": "api_key", "name": "k", "store": "memory"}], "state_dir": "state"}
     )
-    first = signing_key(config, tmp_path)
+    keys = SigningKeys()
+    first = keys.key(config, tmp_path)
     assert (tmp_path / "state" / "assertion-key.pem").exists()
-    assert signing_key(config, tmp_path) is first  # read once per process
+    assert keys.key(config, tmp_path) is first  # read once per process
+    assert SigningKeys().key(config, tmp_path) is not first  # each process state reads its own
+    assert public_jwk(SigningKeys().key(config, tmp_path)) == public_jwk(first)  # same file
 
 
-def test_jwks_document_of_a_runtime(tmp_path: Path) -> None:
+def test_jwks_document_of_a_configuration(tmp_path: Path) -> None:
     path = tmp_path / "onegate.yaml"
     path.write_text(
         """
@@ -138,13 +140,14 @@ auth:
   assertion: {algorithm: EdDSA}
 """
     )
-    runtime = Runtime(load_config(path))
-    document = jwks_document(runtime)
+    config = load_config(path)
+    document = SigningKeys().jwks(config.gateway.auth, config.directory)
     assert [k["alg"] for k in document["keys"]] == ["EdDSA"]
     assert (tmp_path / ".onegate" / "assertion-key.pem").exists()
     # Without issuers there is nothing to sign, and no key is made.
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "onegate.yaml").write_text(path.read_text().split("auth:")[0])
-    assert jwks_document(Runtime(load_config(bare / "onegate.yaml"))) == {"keys": []}
+    bare_config = load_config(bare / "onegate.yaml")
+    assert SigningKeys().jwks(bare_config.gateway.auth, bare_config.directory) == {"keys": []}
     assert not (bare / ".onegate").exists()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from onegate.config import Breaker
-from onegate.gateway.breaker import PASS, BreakerState, CircuitBreaker
+from onegate.gateway.breaker import PASS, CircuitBreaker
+from onegate.gateway.config import Breaker
+from onegate.http import BreakerState
 
 
 def breaker(threshold: int = 3, open_seconds: float = 10.0, probes: int = 1) -> CircuitBreaker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onegate.config import Config, GatewayConfig
+from onegate.gateway.config import Config, GatewayConfig
 from onegate.gateway.pipeline import STAGE_ORDER, check_order
 from onegate.gateway.runtime import Runtime
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from onegate.config import Match, RouteConfig
 from onegate.errors import BadRequest, MethodNotAllowed, RouteNotFound
-from onegate.gateway.routing import Route, RouteMatch, Router, normalize_path
+from onegate.gateway.config import Match, RouteConfig
+from onegate.gateway.routing import Route, RouteMatch, Router
+from onegate.http import normalize_path
 
 
 def route(

@@ -11,8 +11,8 @@ import pytest
 
 from helpers.accesslog import KEYS, RFC3339_UTC
 from onegate.auth.principal import Principal
-from onegate.config import Match, RouteConfig, UpstreamConfig
 from onegate.errors import UpstreamConnectError
+from onegate.gateway.config import Match, RouteConfig, UpstreamConfig
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import ForwardedInfo
 from onegate.gateway.routing import Route, RouteMatch

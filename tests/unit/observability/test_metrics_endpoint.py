@@ -7,7 +7,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from onegate.observability.metrics import CONTENT_TYPE, metrics_app, render_metrics
 from onegate.observability.multiprocess import ENV
+from onegate.observability.worker import Worker
 from onegate.types import Message
+
+WORKER = Worker()
 
 
 async def call(method: str) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -19,7 +22,7 @@ async def call(method: str) -> tuple[int, dict[bytes, bytes], bytes]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await metrics_app({"type": "http", "method": method, "path": "/metrics"}, receive, send)
+    await metrics_app(WORKER)({"type": "http", "method": method, "path": "/metrics"}, receive, send)
     start, body = sent
     return start["status"], dict(start["headers"]), body["body"]
 
@@ -61,4 +64,4 @@ async def test_other_methods_are_refused() -> None:
 
 
 def test_render_metrics_is_the_same_document() -> None:
-    assert b"# TYPE onegate_requests_total counter" in render_metrics()
+    assert b"# TYPE onegate_requests_total counter" in render_metrics(WORKER)

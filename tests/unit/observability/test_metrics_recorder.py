@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from onegate.config import Match, RouteConfig, UpstreamConfig
 from onegate.errors import (
     CircuitOpen,
     Forbidden,
@@ -22,10 +21,11 @@ from onegate.errors import (
     UpstreamConnectError,
     UpstreamTimeout,
 )
-from onegate.gateway.breaker import BreakerState
+from onegate.gateway.config import Match, RouteConfig, UpstreamConfig
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.routing import Route, RouteMatch
 from onegate.gateway.upstreams import Upstream
+from onegate.http import BreakerState
 from onegate.observability.families import DURATION_BUCKETS, Families
 from onegate.observability.recorder import (
     TALLY_LIMIT,

@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from onegate.config import Config, GatewayConfig
+from onegate.gateway.config import Config, GatewayConfig
 from onegate.gateway.exchange import exchange_of
+from onegate.gateway.process import ProcessState
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.stages.observe import ObserveStage
 from onegate.observability.metrics import render_metrics
 from onegate.observability.multiprocess import ENV
-from onegate.observability.worker import WORKER
 from onegate.types import Message, Receive, Scope, Send
+
+PROCESS = ProcessState()
+"""One process state for the module, as one worker process has: its metrics accumulate."""
 
 
 def runtime(observability: dict[str, Any]) -> Runtime:
@@ -28,10 +31,10 @@ def runtime(observability: dict[str, Any]) -> Runtime:
         "routes": [{"name": "stage-test", "match": {"prefix": "/api"}, "upstream": "main"}],
         "observability": observability,
     }
-    return Runtime(Config(GatewayConfig.model_validate(data)))
+    return Runtime(Config(GatewayConfig.model_validate(data)), PROCESS)
 
 
-ROUTER = runtime({}).router
+ROUTER = runtime({}).context.router
 
 
 async def answer(scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,7 +69,7 @@ async def call(stage: ObserveStage, request_id: str) -> list[Message]:
 
 
 def requests_counted() -> float:
-    text = render_metrics().decode()
+    text = render_metrics(PROCESS.observability).decode()
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
@@ -82,12 +85,12 @@ def one_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_on_counts_and_logs_each_request(capfd: pytest.CaptureFixture[str]) -> None:
     rt = runtime({"access_log": {"stream": "stderr"}})
-    stage = ObserveStage(answer, rt)
+    stage = ObserveStage(answer, rt.context)
     before = requests_counted()
     sent = await call(stage, "stage-on")
     assert sent[0]["status"] == 201
     assert (b"x-request-id", b"stage-on") in sent[0]["headers"]
-    WORKER.flush()
+    PROCESS.observability.flush()
     assert requests_counted() == before + 1
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
     (record,) = [line for line in lines if line["request_id"] == "stage-on"]
@@ -97,11 +100,11 @@ async def test_on_counts_and_logs_each_request(capfd: pytest.CaptureFixture[str]
 
 async def test_off_does_neither(capfd: pytest.CaptureFixture[str]) -> None:
     rt = runtime({"metrics": {"enabled": False}, "access_log": {"enabled": False}})
-    stage = ObserveStage(answer, rt)
+    stage = ObserveStage(answer, rt.context)
     assert not stage.observing
     before = requests_counted()
     sent = await call(stage, "stage-off")
     assert sent[0]["status"] == 201
-    WORKER.flush()
+    PROCESS.observability.flush()
     assert requests_counted() == before
     assert "stage-off" not in capfd.readouterr().err

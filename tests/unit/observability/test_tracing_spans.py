@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from onegate.config import Match, RouteConfig, UpstreamConfig
 from onegate.errors import UpstreamConnectError
+from onegate.gateway.config import Match, RouteConfig, UpstreamConfig
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.routing import Route, RouteMatch
 from onegate.gateway.upstreams import Upstream

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from onegate.auth.principal import Principal
-from onegate.config import Config, GatewayConfig, RouteConfig, load_config
 from onegate.errors import ConfigError
+from onegate.gateway.config import Config, GatewayConfig, RouteConfig, load_config
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import ForwardedInfo
 from onegate.gateway.routing import Route, RouteMatch
@@ -78,6 +78,11 @@ def gateway(routes: list[dict[str, Any]], **rate_limits: Any) -> Config:
     )
 
 
+def rules_of(config: Config) -> dict[str, tuple[Rule, ...]]:
+    gateway = config.gateway
+    return rules_by_route(gateway.rate_limits, gateway.routes, config.error)
+
+
 def names(rules: tuple[Rule, ...]) -> list[str]:
     return [rule.policy.name for rule in rules]
 
@@ -91,7 +96,7 @@ def test_routes_get_their_own_policies_or_the_default() -> None:
         ],
         default=["per-ip"],
     )
-    plans = rules_by_route(config)
+    plans = rules_of(config)
     assert names(plans["own"]) == ["per-key"]
     assert names(plans["inherits"]) == ["per-ip"]
     assert "exempt" not in plans  # no entry: the stage passes it through untouched
@@ -99,18 +104,18 @@ def test_routes_get_their_own_policies_or_the_default() -> None:
 
 def test_route_wide_policies_are_counted_after_per_caller_ones() -> None:
     config = gateway([{"name": "a", "rate_limits": ["per-route", "per-ip", "per-key", "per-ip"]}])
-    assert names(rules_by_route(config)["a"]) == ["per-ip", "per-key", "per-route"]
+    assert names(rules_of(config)["a"]) == ["per-ip", "per-key", "per-route"]
 
 
 def test_rule_headers_are_precomputed() -> None:
-    rule = rules_by_route(gateway([{"name": "a"}], default=["per-ip"]))["a"][0]
+    rule = rules_of(gateway([{"name": "a"}], default=["per-ip"]))["a"][0]
     assert rule.limit_header == b"10"
     assert rule.policy_header == b"10;w=2"  # whole seconds, rounded up
 
 
 def test_unknown_policy_on_a_route() -> None:
     with pytest.raises(ConfigError) as caught:
-        rules_by_route(gateway([{"name": "a"}, {"name": "b", "rate_limits": ["nope"]}]))
+        rules_of(gateway([{"name": "a"}, {"name": "b", "rate_limits": ["nope"]}]))
     assert caught.value.key == "routes[1].rate_limits"
 
 

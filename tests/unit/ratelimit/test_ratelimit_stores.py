@@ -3,19 +3,19 @@ last one: a reload keeps the counts, shutdown releases the connections."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from onegate.config import Config, GatewayConfig
+from onegate.gateway.config import Config, GatewayConfig
+from onegate.gateway.process import ProcessState
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.stages.ratelimit import RateLimitStage
-from onegate.ratelimit import stores
 from onegate.ratelimit.config import LimitPolicy, RateLimitConfig
 from onegate.ratelimit.memory import MemoryStore
 from onegate.ratelimit.redis import RedisStore
+from onegate.ratelimit.stores import Stores
 
 
-def runtime(**rate_limits: Any) -> Runtime:
+def runtime(process: ProcessState, **rate_limits: Any) -> Runtime:
     policy = {"name": "per-ip", "limit": 3}
     config = GatewayConfig.model_validate(
         {
@@ -24,7 +24,7 @@ def runtime(**rate_limits: Any) -> Runtime:
             "rate_limits": {"policies": [policy], "default": ["per-ip"], **rate_limits},
         }
     )
-    return Runtime(Config(config))
+    return Runtime(Config(config), process)
 
 
 def stage_of(built: Runtime) -> RateLimitStage:
@@ -33,13 +33,13 @@ def stage_of(built: Runtime) -> RateLimitStage:
 
 
 async def test_a_reload_keeps_the_store_and_the_last_user_closes_it() -> None:
-    max_keys = 1000 + uuid.uuid4().int % 1000  # a store no other test shares
-    old = runtime(memory_max_keys=max_keys)
+    process = ProcessState()
+    old = runtime(process)
     store = stage_of(old).store
     assert isinstance(store, MemoryStore)
     await store.hit("ip:1", LimitPolicy(name="per-ip", limit=3), 0.0)
 
-    new = runtime(memory_max_keys=max_keys)  # the reload: built before the old one retires
+    new = runtime(process)  # the reload: built before the old one retires
     assert stage_of(new).store is store
     await old.close_stages()
     await old.close_stages()  # closing twice releases once
@@ -47,20 +47,22 @@ async def test_a_reload_keeps_the_store_and_the_last_user_closes_it() -> None:
 
     await new.aclose()
     assert store.size() == 0
-    fresh = runtime(memory_max_keys=max_keys)
+    fresh = runtime(process)
     assert stage_of(fresh).store is not store  # the last user closed it: a new one
     await fresh.aclose()
 
 
 def test_different_settings_get_different_stores() -> None:
+    stores = Stores()
     a = stores.acquire(RateLimitConfig(store="redis://127.0.0.1:6379/0"))
     b = stores.acquire(RateLimitConfig(store="redis://127.0.0.1:6379/0"))
     c = stores.acquire(RateLimitConfig(store="redis://127.0.0.1:6379/0", store_timeout_seconds=0.2))
+    assert a is not Stores().acquire(RateLimitConfig(store="redis://127.0.0.1:6379/0"))
     assert a is b
     assert a is not c
     assert isinstance(a, RedisStore)
 
 
 def test_no_stage_and_no_store_without_a_limit() -> None:
-    built = runtime(default=[])
+    built = runtime(ProcessState(), default=[])
     assert not any(isinstance(s, RateLimitStage) for s in built.stages)

@@ -14,21 +14,19 @@ header tuples; signatures and stores are only consulted on a cache miss.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from onegate.auth.assertion import AssertionKeyError, config_dir_of
+from onegate.auth.assertion import AssertionKeyError
 from onegate.auth.authenticator import Authenticator, IssuerError
 from onegate.auth.credentials import AUTHORIZATION, carries_api_key, find_credential
 from onegate.auth.policy import RoutePolicy, compile_policy
 from onegate.auth.rejection import Rejected
 from onegate.errors import Forbidden, Unauthorized
+from onegate.gateway.config import GatewayConfig, RouteConfig
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.config import GatewayConfig, RouteConfig
-    from onegate.gateway.runtime import Runtime
 
 
 class AuthStage(Stage):
@@ -40,12 +38,12 @@ class AuthStage(Stage):
         # the admin surface refuses its endpoints itself (403 admin-disabled).
         return bool(config.auth.issuers)
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
-        auth = runtime.config.auth
-        source = runtime.source
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
+        auth = context.config.auth
+        source = context.source
         policies: list[RoutePolicy] = []
-        for index, route in enumerate(runtime.config.routes):
+        for index, route in enumerate(context.config.routes):
             try:
                 policies.append(compile_policy(route.auth, auth))
             except ValueError as exc:
@@ -55,7 +53,9 @@ class AuthStage(Stage):
         self._internal: dict[str, RoutePolicy] = {}
         """Policies of the gateway's own routes (``/_onegate/**``), which have no index."""
         try:
-            self.authenticator = Authenticator(auth, config_dir_of(runtime))
+            self.authenticator = Authenticator(
+                auth, context.source.directory, keys=context.process.signing_keys
+            )
         except IssuerError as exc:
             raise source.error(str(exc), "auth", "issuers", exc.index) from None
         except AssertionKeyError as exc:

@@ -12,17 +12,15 @@ keeps doing its own CORS, as it did before the gateway.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from onegate.gateway.config import GatewayConfig
+from onegate.gateway.context import StageContext
 from onegate.gateway.cors import ALLOW_ORIGIN, VARY_ORIGIN, CorsRules
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
-from onegate.gateway.headers import http_date
 from onegate.gateway.pipeline import Stage
+from onegate.http import http_date
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.config import GatewayConfig
-    from onegate.gateway.runtime import Runtime
 
 ORIGIN = b"origin"
 REQUEST_METHOD = b"access-control-request-method"
@@ -66,10 +64,10 @@ class CorsStage(Stage):
     def enabled(cls, config: GatewayConfig) -> bool:
         return any(route.cors is not None for route in config.routes)
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
         # Keyed by route name: user route names are unique and internal ones cannot collide.
-        self.rules = {r.name: CorsRules(r.cors) for r in runtime.config.routes if r.cors}
+        self.rules = {r.name: CorsRules(r.cors) for r in context.config.routes if r.cors}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange: Exchange = scope[SCOPE_KEY]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from onegate.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -15,13 +15,11 @@ from onegate.errors import (
     PayloadTooLarge,
     problem_body,
 )
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import exchange_of
-from onegate.gateway.headers import http_date
 from onegate.gateway.pipeline import Stage
+from onegate.http import http_date
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 logger = logging.getLogger("onegate.errors")
 
@@ -32,8 +30,8 @@ _CLOSE_AFTER = (AmbiguousFraming, BadRequest, PayloadTooLarge, HeadersTooLarge)
 class ErrorsStage(Stage):
     name: ClassVar[str] = "errors"
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

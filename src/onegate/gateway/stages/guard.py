@@ -8,23 +8,21 @@ some of these first; this stage is the gateway's guarantee for the rest.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from onegate.errors import AmbiguousFraming, BadRequest, HeadersTooLarge
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 
 class GuardStage(Stage):
     name: ClassVar[str] = "guard"
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
-        self.max_header_bytes = runtime.config.server.max_header_bytes
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
+        self.max_header_bytes = context.config.server.max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         length: bytes | None = None

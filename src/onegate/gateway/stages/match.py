@@ -3,7 +3,7 @@
 Two things are matched before the configured routes:
 
 - the gateway's own endpoints (``/_onegate/**`` and the metrics path, see
-  :mod:`onegate.admin.surface`), so no configured route can shadow them;
+  :mod:`onegate.gateway.admin.surface`), so no configured route can shadow them;
 - a CORS preflight is matched as the request it announces (its
   ``Access-Control-Request-Method``), because that is the request whose route's CORS policy
   it asks about. Otherwise a route whose ``methods`` leave out ``OPTIONS`` would answer the
@@ -13,17 +13,16 @@ Two things are matched before the configured routes:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from onegate.errors import MethodNotAllowed, RouteNotFound
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.pipeline import Stage
-from onegate.gateway.routing import RouteMatch, normalize_path
+from onegate.gateway.routing import RouteMatch
 from onegate.gateway.stages.cors import preflight_method
+from onegate.http import normalize_path
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 
 def request_host(scope: Scope) -> str | None:
@@ -40,12 +39,12 @@ def request_host(scope: Scope) -> str | None:
 class MatchStage(Stage):
     name: ClassVar[str] = "match"
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
-        self.router = runtime.router
-        self.upstreams = runtime.upstreams
-        self.admin = runtime.admin
-        self.internal_prefixes = runtime.admin.prefixes
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
+        self.router = context.router
+        self.upstreams = context.upstreams
+        self.admin = context.admin
+        self.internal_prefixes = context.admin.prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")

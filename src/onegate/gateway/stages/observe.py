@@ -9,31 +9,30 @@ skipped entirely when turned off in ``observability``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
-from onegate.gateway.headers import REQUEST_ID, ForwardedInfo, accept_request_id
+from onegate.gateway.headers import REQUEST_ID, ForwardedInfo
 from onegate.gateway.pipeline import Stage
 from onegate.observability.accesslog import request_path
 from onegate.observability.recorder import WEBSOCKET
-from onegate.observability.worker import WORKER
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.gateway.runtime import Runtime
 
 
 class ObserveStage(Stage):
     name: ClassVar[str] = "observe"
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
-        self.trusted = runtime.trusted_proxies
-        settings = runtime.config.observability
-        self.metrics = WORKER.recorder() if settings.metrics.enabled else None
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
+        self.trusted = context.trusted_proxies
+        self.accept_request_id = context.process.request_ids.accept
+        settings = context.config.observability
+        worker = context.process.observability
+        self.metrics = worker.recorder() if settings.metrics.enabled else None
         log = settings.access_log
-        self.access_log = WORKER.access_log(log.stream) if log.enabled else None
-        self.tracing = WORKER.tracing(settings.tracing)
+        self.access_log = worker.access_log(log.stream) if log.enabled else None
+        self.tracing = worker.tracing(settings.tracing)
         self.observing = (self.metrics, self.access_log, self.tracing) != (None, None, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -43,7 +42,7 @@ class ObserveStage(Stage):
             if name == REQUEST_ID:
                 client_id = value
                 break
-        exchange = Exchange(accept_request_id(client_id))
+        exchange = Exchange(self.accept_request_id(client_id))
         client = scope.get("client")
         peer = client[0] if client else "unknown"
         exchange.forwarded = ForwardedInfo.from_request(

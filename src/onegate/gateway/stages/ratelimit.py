@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from onegate.errors import RateLimitStoreUnavailable, TooManyRequests
+from onegate.gateway.config import GatewayConfig
+from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import Exchange, exchange_of
 from onegate.gateway.pipeline import Stage
-from onegate.ratelimit import stores
 from onegate.ratelimit.decision import Decision
 from onegate.ratelimit.outage import Outage
 from onegate.ratelimit.rules import Rule, rules_by_route
 from onegate.ratelimit.store import Store
 from onegate.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from onegate.config import GatewayConfig
-    from onegate.gateway.runtime import Runtime
 
 LIMIT = b"ratelimit-limit"
 REMAINING = b"ratelimit-remaining"
@@ -46,12 +43,13 @@ class RateLimitStage(Stage):
         limits = config.rate_limits
         return bool(limits.default) or any(route.rate_limits for route in config.routes)
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        super().__init__(app, runtime)
-        self.config = config = runtime.config.rate_limits
-        self.rules = rules_by_route(runtime.source)
+    def __init__(self, app: ASGIApp, context: StageContext) -> None:
+        super().__init__(app, context)
+        self.config = config = context.config.rate_limits
+        self.rules = rules_by_route(config, context.config.routes, context.source.error)
         # Without a single limit the store is never opened (no Redis pool for nothing).
-        self.store: Store | None = stores.acquire(config) if self.rules else None
+        self.stores = context.process.rate_limit_stores
+        self.store: Store | None = self.stores.acquire(config) if self.rules else None
         self.outage = Outage(config.store_retry_seconds, config.on_store_error == "open")
         self.clock = time.monotonic
         self._released = False
@@ -61,7 +59,7 @@ class RateLimitStage(Stage):
         # store closes only if no newer pipeline shares it, so a reload keeps the counts.
         if self.store is not None and not self._released:
             self._released = True
-            await stores.release(self.config)
+            await self.stores.release(self.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = exchange_of(scope)

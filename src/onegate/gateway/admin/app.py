@@ -1,13 +1,15 @@
-"""The admin API: a small, read-only JSON app built per :class:`Runtime`, served in process.
+"""The admin API: a small, read-only JSON app built per configuration, served in process.
 
 It answers only what it is asked; who may ask is decided before it runs (see
-:mod:`onegate.admin.surface`). It reads the runtime it was built from, so after a reload the
-new runtime's app describes the new configuration while requests in flight finish on the old.
+:mod:`onegate.gateway.admin.surface`). It reads the configuration and upstreams it was built
+from, so after a reload the new app describes the new configuration while requests in flight
+finish on the old.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,13 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from onegate.auth.assertion import jwks_document
+from onegate.auth.assertion import SigningKeys
 from onegate.errors import PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_BASE
-from onegate.gateway.headers import http_date
-
-if TYPE_CHECKING:
-    from onegate.config import RouteConfig
-    from onegate.gateway.runtime import Runtime
+from onegate.gateway.config import Config, GatewayConfig, RouteConfig
+from onegate.gateway.upstreams import Upstream
+from onegate.http import http_date
 
 
 def _headers(cache: str = "no-store") -> dict[str, str]:
@@ -29,8 +29,10 @@ def _headers(cache: str = "no-store") -> dict[str, str]:
     return {"cache-control": cache, "date": http_date().decode("ascii")}
 
 
-def create_admin_app(runtime: Runtime) -> Starlette:
-    config = runtime.config
+def create_admin_app(
+    source: Config, upstreams: Mapping[str, Upstream], keys: SigningKeys
+) -> Starlette:
+    config = source.gateway
     metrics = config.observability.metrics
 
     async def index(request: Request) -> Response:
@@ -49,21 +51,23 @@ def create_admin_app(runtime: Runtime) -> Starlette:
         )
 
     async def effective_config(request: Request) -> Response:
-        return JSONResponse(runtime.source.masked(), headers=_headers())
+        return JSONResponse(source.masked(), headers=_headers())
 
-    async def upstreams(request: Request) -> Response:
+    async def list_upstreams(request: Request) -> Response:
         # The same document as /readyz's "upstreams": targets, health, breakers, pools.
-        described = {name: u.describe() for name, u in runtime.upstreams.items()}
+        described = {name: u.describe() for name, u in upstreams.items()}
         return JSONResponse({"upstreams": described}, headers=_headers())
 
     async def routes(request: Request) -> Response:
-        listed = [_describe_route(runtime, r) for r in config.routes]
+        listed = [_describe_route(config, r) for r in config.routes]
         return JSONResponse({"routes": listed}, headers=_headers())
 
     def jwks(request: Request) -> Response:
         # Public and cacheable: upstreams poll it to verify the gateway's assertions. A plain
         # function, so Starlette runs it in a thread: the key may have to be read from disk.
-        return JSONResponse(jwks_document(runtime), headers=_headers("max-age=300"))
+        return JSONResponse(
+            keys.jwks(config.auth, source.directory), headers=_headers("max-age=300")
+        )
 
     async def problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -89,15 +93,15 @@ def create_admin_app(runtime: Runtime) -> Starlette:
             Route("/_onegate/", index, methods=["GET"]),
             Route("/_onegate/config", effective_config, methods=["GET"]),
             Route("/_onegate/routes", routes, methods=["GET"]),
-            Route("/_onegate/upstreams", upstreams, methods=["GET"]),
+            Route("/_onegate/upstreams", list_upstreams, methods=["GET"]),
             Route("/_onegate/jwks.json", jwks, methods=["GET"]),
         ],
         exception_handlers={HTTPException: problem},
     )
 
 
-def _describe_route(runtime: Runtime, route: RouteConfig) -> dict[str, Any]:
-    auth = runtime.config.auth
+def _describe_route(config: GatewayConfig, route: RouteConfig) -> dict[str, Any]:
+    auth = config.auth
     default_policy = auth.default_policy or ("authenticated" if auth.issuers else "public")
     return {
         "name": route.name,
@@ -110,9 +114,7 @@ def _describe_route(runtime: Runtime, route: RouteConfig) -> dict[str, Any]:
                 else {"policy": default_policy, "default": True}
             ),
             "rate_limits": (
-                route.rate_limits
-                if route.rate_limits is not None
-                else runtime.config.rate_limits.default
+                route.rate_limits if route.rate_limits is not None else config.rate_limits.default
             ),
             "cors": route.cors.model_dump(mode="json") if route.cors is not None else None,
         },

@@ -9,9 +9,9 @@ scope, while a target still sees the client's, and so the exchange and its princ
 
 from __future__ import annotations
 
-from onegate.admin.errors import AdminCredentialRequired, AdminForbidden
 from onegate.auth.principal import Principal
-from onegate.config import UpstreamConfig
+from onegate.gateway.admin.errors import AdminCredentialRequired, AdminForbidden
+from onegate.gateway.config import UpstreamConfig
 from onegate.gateway.exchange import exchange_of
 from onegate.gateway.upstreams import AsgiTarget, UpstreamRequest, UpstreamResponse
 from onegate.types import ASGIApp

@@ -1,14 +1,15 @@
-"""Typed configuration: one YAML file, validated at start-up.
+"""The gateway's typed configuration: one YAML file, validated at start-up.
 
-The file is parsed into pydantic models; every validation error is reported as
-``file:line: key.path: message`` so an operator can jump straight to the mistake. Every
+The file is read by :mod:`onegate.loader` into these pydantic models; every validation error
+is reported as ``file:line: key.path: message`` so an operator can jump straight to the
+mistake. Each infrastructure package keeps its own section's models (``auth.config``,
+``ratelimit.config``, ``observability.config``); the gateway's own are here. Every
 upstream's targets can be replaced from the environment with ``ONEGATE_UPSTREAM_<NAME>_URL``
 (comma-separated for several targets), the way the seed's gateway was configured.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -16,22 +17,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from onegate.auth.config import AuthConfig, RouteAuth
 from onegate.errors import ConfigError
 from onegate.gateway.cors import CorsPolicy
+from onegate.http import KNOWN_METHODS
+from onegate.loader import (
+    URL_CREDENTIALS,
+    Document,
+    format_key,
+    masked,
+    parse_document,
+    read_document,
+)
 from onegate.model import NAME_PATTERN, Model, Name, Network, Seconds
 from onegate.observability.config import ObservabilityConfig
 from onegate.ratelimit.config import RateLimitConfig
 
 CONFIG_ENV = "ONEGATE_CONFIG"
 UPSTREAM_URL_ENV = "ONEGATE_UPSTREAM_{name}_URL"
-DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "onegate.yaml"
+DEFAULT_CONFIG = Path(__file__).parent.parent / "defaults" / "onegate.yaml"
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-KNOWN_METHODS = frozenset(IDEMPOTENT_METHODS | {"POST", "PATCH", "CONNECT"})
 _HOST = re.compile(r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
 
 
@@ -94,7 +101,7 @@ def target_problem(target: str) -> str | None:
         if not module or not attribute or ":" in attribute:
             return f"{target!r}: expected asgi:module:attribute"
         return None
-    shown = _URL_CREDENTIALS.sub(r"\1********@", target)  # never echo a password
+    shown = URL_CREDENTIALS.sub(r"\1********@", target)  # never echo a password
     expected = f"{shown!r}: expected http://host:port or asgi:module:attribute"
     if "@" in target.split("//", 1)[-1].split("/", 1)[0]:
         return f"{shown!r}: credentials in a target URL are not supported"
@@ -241,62 +248,23 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get(CONFIG_ENV) or DEFAULT_CONFIG
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", location=str(path)) from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError("the file is not UTF-8", location=str(path)) from exc
-    config = Config(parse_config(text, str(path), environ), path)
-    config.node = yaml.compose(text, Loader=yaml.SafeLoader)
-    config.digest = hashlib.sha256(raw).hexdigest()
-    return config
+    document = read_document(Path(path))
+    return Config(_validate(document, environ), document)
 
 
 def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayConfig:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at_line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", location=f"{source}{at_line}") from exc
-    if data is None:
-        # Also what an editor's half-written file looks like: never take it for "no routes".
-        raise ConfigError("the config file is empty", location=f"{source}:1")
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping", location=f"{source}:1")
-    data = _apply_env_overrides(data, environ, source)
-    try:
-        return GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(part) for part in first["loc"]]
-        message = first["msg"]
-        if not loc and ": " in message and "." in message.split(": ", 1)[0]:
-            # Cross-reference errors name their own key path ("routes[2].upstream: ...").
-            key_text, message = message.removeprefix("Value error, ").split(": ", 1)
-            loc = [p for p in re.split(r"[.\[\]]+", key_text) if p]
-        key = _format_key(loc)
-        line_number = _line_of(node, loc)
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(
-            message.removeprefix("Value error, ") + more,
-            location=f"{source}:{line_number}" if line_number else source,
-            key=key or None,
-        ) from exc
+    return _validate(parse_document(text, source), environ)
 
 
-def _apply_env_overrides(
-    data: dict[str, Any], environ: Mapping[str, str], source: str
-) -> dict[str, Any]:
+def _validate(document: Document, environ: Mapping[str, str]) -> GatewayConfig:
+    _apply_env_overrides(document.data, environ, document.source)
+    return document.validate(GatewayConfig)
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
     upstreams = data.get("upstreams")
     if not isinstance(upstreams, dict):
-        return data
+        return
     for name, upstream in upstreams.items():
         variable = UPSTREAM_URL_ENV.format(name=str(name).upper().replace("-", "_"))
         value = environ.get(variable)
@@ -311,75 +279,31 @@ def _apply_env_overrides(
                 raise ConfigError(problem, location=f"environment ({source})", key=variable)
         if isinstance(upstream, dict):
             upstream["targets"] = targets
-    return data
-
-
-def _format_key(loc: list[str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
-    return out
-
-
-def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
-    """Line (1-based) of the deepest YAML node along ``loc`` that exists."""
-    if node is None:
-        return None
-    line = node.start_mark.line + 1
-    for part in loc:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if str(key.value) == part:
-                    child = value if not isinstance(value, yaml.ScalarNode) else key
-                    line = key.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
-            child = node.value[int(part)]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
 
 
 class Config:
-    """A validated configuration together with the file it came from."""
+    """A validated gateway configuration together with the file it came from."""
 
-    def __init__(self, gateway: GatewayConfig, path: Path | None = None) -> None:
+    def __init__(self, gateway: GatewayConfig, document: Document | None = None) -> None:
         self.gateway = gateway
-        self.path = path
-        self.node: yaml.Node | None = None
-        self.digest: str | None = None
-        """SHA-256 of the text this was loaded from, to tell when the file changes."""
+        self.document = document
+        self.path = document.path if document is not None else None
+        self.digest = document.digest if document is not None else None
+        """SHA-256 of the bytes this was loaded from, to tell when the file changes."""
+
+    @property
+    def directory(self) -> Path | None:
+        """What relative paths in the file (SQLite stores, key files) are resolved against;
+        None for a configuration that came from no file."""
+        return self.path.resolve().parent if self.path is not None else None
 
     def error(self, message: str, *loc: str | int) -> ConfigError:
-        """A :class:`ConfigError` pointing at ``loc`` (e.g. ``"upstreams", "ai", "targets"``)
-        in this file, for problems found after validation (an app that cannot be imported)."""
-        parts = [str(p) for p in loc]
-        line = _line_of(self.node, parts)
-        where = str(self.path) if self.path else None
-        if where and line:
-            where = f"{where}:{line}"
-        return ConfigError(message, location=where, key=_format_key(parts) or None)
+        """A :class:`ConfigError` pointing at ``loc`` in this file (see :meth:`Document.error`)."""
+        if self.document is None:
+            return ConfigError(message, key=format_key([str(p) for p in loc]) or None)
+        return self.document.error(message, *loc)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets masked."""
-        data: dict[str, Any] = _mask(self.gateway.model_dump(mode="json"))
+        data: dict[str, Any] = masked(self.gateway.model_dump(mode="json"))
         return data
-
-
-_SECRET_KEY = re.compile(r"(secret|password|token|api_?key|private)", re.IGNORECASE)
-_URL_CREDENTIALS = re.compile(r"(://)([^/@\s]+)@")
-
-
-def _mask(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _mask(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, key) for v in value]
-    if isinstance(value, str):
-        if _SECRET_KEY.search(key):
-            return "********"
-        return _URL_CREDENTIALS.sub(r"\1********@", value)
-    return value

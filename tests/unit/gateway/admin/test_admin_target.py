@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from onegate.admin.errors import AdminCredentialRequired, AdminForbidden
-from onegate.admin.target import AdminTarget
 from onegate.auth.principal import Principal
-from onegate.config import Timeouts, load_config
+from onegate.gateway.admin.errors import AdminCredentialRequired, AdminForbidden
+from onegate.gateway.admin.target import AdminTarget
 from onegate.gateway.body import RequestBody
+from onegate.gateway.config import Timeouts, load_config
 from onegate.gateway.exchange import SCOPE_KEY, Exchange
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.upstreams import UpstreamRequest
@@ -37,7 +37,7 @@ def target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AdminTarget:
     path = tmp_path / "onegate.yaml"
     path.write_text(textwrap.dedent(CONFIG))
     runtime = Runtime(load_config(path, environ={}))
-    found = runtime.admin.admin.targets[0]
+    found = runtime.context.admin.admin.targets[0]
     assert isinstance(found, AdminTarget)
     return found
 

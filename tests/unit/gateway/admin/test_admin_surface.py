@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from onegate.admin.errors import AdminDisabled
-from onegate.admin.networks import Networks
-from onegate.admin.surface import AdminSurface
-from onegate.config import load_config
 from onegate.errors import ConfigError, MethodNotAllowed, RouteNotFound
+from onegate.gateway.admin.errors import AdminDisabled
+from onegate.gateway.admin.networks import Networks
+from onegate.gateway.admin.surface import AdminSurface
+from onegate.gateway.config import load_config
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import ForwardedInfo, TrustedProxies
 from onegate.gateway.runtime import Runtime
@@ -68,7 +68,7 @@ def policy_of(surface: AdminSurface, path: str, **kwargs: Any) -> str:
 
 
 def test_internal_paths_and_their_policies(tmp_path: Path) -> None:
-    surface = runtime(BASE + ISSUER, tmp_path).admin
+    surface = runtime(BASE + ISSUER, tmp_path).context.admin
     assert route_of(surface, "/_onegate/jwks.json") == "_onegate.jwks"
     assert route_of(surface, "/_onegate") == "_onegate.admin"
     assert route_of(surface, "/_onegate/config") == "_onegate.admin"
@@ -80,7 +80,7 @@ def test_internal_paths_and_their_policies(tmp_path: Path) -> None:
 
 
 def test_without_issuers_only_the_jwks_is_served(tmp_path: Path) -> None:
-    surface = runtime(BASE, tmp_path).admin
+    surface = runtime(BASE, tmp_path).context.admin
     assert route_of(surface, "/_onegate/jwks.json") == "_onegate.jwks"
     for path in ("/_onegate", "/_onegate/config"):
         with pytest.raises(AdminDisabled):
@@ -88,7 +88,7 @@ def test_without_issuers_only_the_jwks_is_served(tmp_path: Path) -> None:
 
 
 def test_read_only_and_http_only(tmp_path: Path) -> None:
-    surface = runtime(BASE + ISSUER, tmp_path).admin
+    surface = runtime(BASE + ISSUER, tmp_path).context.admin
     with pytest.raises(MethodNotAllowed):
         route_of(surface, "/_onegate/config", "DELETE")
     assert route_of(surface, "/_onegate/config", "HEAD") == "_onegate.admin"
@@ -115,7 +115,7 @@ def public(surface: AdminSurface, **kwargs: Any) -> bool:
 
 
 def test_the_metrics_peer_decision(tmp_path: Path) -> None:
-    surface = runtime(BASE + ISSUER, tmp_path).admin
+    surface = runtime(BASE + ISSUER, tmp_path).context.admin
     assert public(surface)
     assert not public(surface, peer="10.0.0.7")
     # A header cannot make a remote peer local...
@@ -129,15 +129,15 @@ def test_the_metrics_peer_decision(tmp_path: Path) -> None:
 
 
 def test_the_metrics_routes(tmp_path: Path) -> None:
-    surface = runtime(BASE + ISSUER, tmp_path).admin
+    surface = runtime(BASE + ISSUER, tmp_path).context.admin
     assert route_of(surface, "/metrics") == "_onegate.metrics-local"
     assert policy_of(surface, "/metrics") == "public"
     assert route_of(surface, "/metrics", peer="10.0.0.7") == "_onegate.metrics"
     assert policy_of(surface, "/metrics", peer="10.0.0.7") == "authenticated"
     # Off the public networks, metrics are admin-only: closed without an issuer.
     with pytest.raises(AdminDisabled):
-        route_of(runtime(BASE, tmp_path).admin, "/metrics", peer="10.0.0.7")
-    assert route_of(runtime(BASE, tmp_path).admin, "/metrics") == "_onegate.metrics-local"
+        route_of(runtime(BASE, tmp_path).context.admin, "/metrics", peer="10.0.0.7")
+    assert route_of(runtime(BASE, tmp_path).context.admin, "/metrics") == "_onegate.metrics-local"
 
 
 @pytest.mark.parametrize(
@@ -165,5 +165,5 @@ def test_routes_cannot_take_the_gateway_paths(tmp_path: Path, match: str, messag
 def test_the_metrics_path_is_free_when_metrics_are_off(tmp_path: Path) -> None:
     text = BASE + "  - {name: mine, match: {path: /metrics}, upstream: demo}\n"
     text += "observability: {metrics: {enabled: false}}\n"
-    surface = runtime(text, tmp_path).admin
+    surface = runtime(text, tmp_path).context.admin
     assert route_of(surface, "/metrics") is None

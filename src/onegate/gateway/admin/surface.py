@@ -11,29 +11,28 @@ metrics never confuse them with a user's route. Policy:
 - everything else under ``/_onegate/`` is admin-only (the admin scope, in scopes or roles).
 
 Admin-only means authenticated by the auth stage, then checked for the admin scope by
-:class:`~onegate.admin.target.AdminTarget`. With no issuer configured nobody can be an admin:
-admin-only endpoints answer 403 ``admin-disabled``, never anything public.
+:class:`~onegate.gateway.admin.target.AdminTarget`. With no issuer configured nobody can be an
+admin: admin-only endpoints answer 403 ``admin-disabled``, never anything public.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-from onegate.admin.app import create_admin_app
-from onegate.admin.errors import AdminDisabled
-from onegate.admin.networks import Networks
-from onegate.admin.target import AdminTarget
 from onegate.auth.config import RouteAuth
-from onegate.config import Config, Match, Retries, RouteConfig, UpstreamConfig
 from onegate.errors import BadRequest, MethodNotAllowed, RouteNotFound
-from onegate.gateway.routing import Route, RouteMatch, normalize_path
+from onegate.gateway.admin.app import create_admin_app
+from onegate.gateway.admin.errors import AdminDisabled
+from onegate.gateway.admin.networks import Networks
+from onegate.gateway.admin.target import AdminTarget
+from onegate.gateway.config import Config, Match, Retries, RouteConfig, UpstreamConfig
+from onegate.gateway.exchange import Exchange
+from onegate.gateway.process import ProcessState
+from onegate.gateway.routing import Route, RouteMatch
 from onegate.gateway.upstreams import AsgiTarget, Upstream
+from onegate.http import normalize_path
 from onegate.observability.metrics import metrics_app
 from onegate.types import ASGIApp, Scope
-
-if TYPE_CHECKING:
-    from onegate.gateway.exchange import Exchange
-    from onegate.gateway.runtime import Runtime
 
 PREFIX = "/_onegate"
 JWKS_PATH = PREFIX + "/jwks.json"
@@ -44,24 +43,26 @@ Internal = tuple[RouteMatch, Upstream]
 
 
 class AdminSurface:
-    """Internal routes and their in-process upstreams, built once per :class:`Runtime`."""
+    """Internal routes and their in-process upstreams, built once per configuration."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        config = runtime.config
+    def __init__(
+        self, source: Config, upstreams: Mapping[str, Upstream], process: ProcessState
+    ) -> None:
+        config = source.gateway
         metrics_config = config.observability.metrics
         self.metrics_path: str | None = None
         if metrics_config.enabled:
             try:
                 self.metrics_path = normalize_path(metrics_config.path.encode("utf-8"))
             except BadRequest as exc:
-                raise runtime.source.error(exc.detail, *_METRICS_PATH) from None
-        check_reserved(runtime.source, self.metrics_path)
+                raise source.error(exc.detail, *_METRICS_PATH) from None
+        check_reserved(source, self.metrics_path)
         self.has_issuers = bool(config.auth.issuers)
         admin_scope = config.auth.admin_scope
         #: Paths the match stage hands to :meth:`match` (a cheap ``startswith`` test first).
         self.prefixes: tuple[str, ...] = (PREFIX,)
 
-        app = create_admin_app(runtime)
+        app = create_admin_app(source, upstreams, process.signing_keys)
         self.admin = _admin_only("_onegate.admin", app, admin_scope)
         self.admin_route = _route("_onegate.admin", Match(prefix=PREFIX), self.admin, public=False)
         self.jwks = _internal("_onegate.jwks", JWKS_PATH, app, None)
@@ -69,10 +70,11 @@ class AdminSurface:
         #: The metrics endpoint for peers in ``public_networks``, and for everyone else.
         self.metrics: tuple[Internal, Internal] | None = None
         if self.metrics_path is not None:
+            serve_metrics = metrics_app(process.observability)
             self.prefixes += (self.metrics_path,)
             self.metrics = (
-                _internal("_onegate.metrics-local", self.metrics_path, metrics_app, None),
-                _internal("_onegate.metrics", self.metrics_path, metrics_app, admin_scope),
+                _internal("_onegate.metrics-local", self.metrics_path, serve_metrics, None),
+                _internal("_onegate.metrics", self.metrics_path, serve_metrics, admin_scope),
             )
 
     def match(self, scope: Scope, path: str, exchange: Exchange) -> Internal | None:
@@ -141,7 +143,7 @@ def _at(index: int) -> tuple[str | int, ...]:
 
 
 # Internal upstreams have no health checks and are never retried: the app runs in process.
-_UPSTREAM = UpstreamConfig(targets=["asgi:onegate.admin.app:create_admin_app"])
+_UPSTREAM = UpstreamConfig(targets=["asgi:onegate.gateway.admin.app:create_admin_app"])
 _NO_RETRIES = Retries(attempts=0)
 
 
