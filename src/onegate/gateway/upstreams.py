@@ -127,6 +127,7 @@ class RemoteTarget(Target):
         self.port = parts.port or 80
         self.host_header = (parts.netloc.rsplit("@", 1)[-1]).encode("ascii")
         self.pool_config = config.pool
+        self.max_head_bytes = config.max_response_header_bytes
         self._pool: ConnectionPool | None = None
 
     @property
@@ -138,6 +139,7 @@ class RemoteTarget(Target):
                 self.port,
                 max_connections=self.pool_config.max_connections,
                 idle_timeout=self.pool_config.idle_timeout,
+                max_head_bytes=self.max_head_bytes,
             )
         return self._pool
 
@@ -457,6 +459,9 @@ class Upstream:
         health = self.config.health
         assert health is not None
         ok = await target.probe(health.path, health.timeout)
+        if ok:
+            # The target answers again: clients need not wait for the breaker's next probe.
+            target.breaker.health_check_passed()
         # The streak counts consecutive results that disagree with the current state.
         if ok != target.healthy:
             target._health_streak += 1

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from onegate.config import KNOWN_METHODS
 from onegate.errors import CircuitOpen, NoHealthyTarget, UpstreamError
 from onegate.gateway.breaker import BreakerState
+from onegate.observability.connections import CONNECTIONS
 from onegate.observability.families import DURATION_BUCKETS, Families
 
 if TYPE_CHECKING:
@@ -199,6 +200,7 @@ class MetricsRecorder:
         self._auth_failures.flush()
         self._rate_limited.flush()
         self._rate_limit_skipped.flush()
+        CONNECTIONS.flush(self.families)
 
     def refresh_targets(self, upstreams: Iterable[Upstream]) -> None:
         """Write the health and breaker gauges of every target whose state changed."""
