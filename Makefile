@@ -26,8 +26,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Under coverage, gateway subprocesses and their workers included (pyproject's [tool.coverage]):
+# every process writes its own data file; they are combined and the report printed even when a
+# test failed, and the exit status is pytest's. `make pytest COVERAGE=no` runs without it.
+COVERAGE ?= yes
 pytest: $(STAMP)
+ifeq ($(COVERAGE),no)
 	$(BIN)/pytest $(ARGS)
+else
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest $(ARGS); status=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage report; \
+	exit $$status
+endif
 
 legacy: $(STAMP)  ## the three stand-in legacy backends (:3000, :8001, :8000)
 	$(BIN)/onegate dev legacy-backends

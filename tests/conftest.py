@@ -2,5 +2,6 @@
 ``helpers.*``."""
 
 from helpers.legacy import legacy_backends
+from helpers.redis_server import redis_url
 
-__all__ = ["legacy_backends"]
+__all__ = ["legacy_backends", "redis_url"]

@@ -82,6 +82,44 @@ class AmbiguousFraming(BadRequest):
     title = "Ambiguous HTTP framing"
 
 
+class InvalidHost(BadRequest):
+    """A missing, repeated or malformed ``Host`` (see :mod:`onegate.gateway.host`)."""
+
+    slug = "invalid-host"
+    title = "Invalid Host header"
+
+
+class MalformedRequest(BadRequest):
+    """Bytes that are not an HTTP/1.x request (the parser stopped); the connection closes."""
+
+    slug = "malformed-request"
+    title = "Malformed HTTP request"
+
+
+class RequestTimeout(OnegateError):
+    """The client took too long to send its request head or the next piece of its body."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timed out"
+
+
+class RequestTargetTooLong(OnegateError):
+    """The request line (the URL) crossed ``server.max_request_line_bytes`` while arriving."""
+
+    status = 414
+    slug = "uri-too-long"
+    title = "Request target too long"
+
+
+class HttpVersionNotSupported(OnegateError):
+    """Anything but HTTP/1.0 and HTTP/1.1 on the wire (HTTP/2 and 3 need their own framing)."""
+
+    status = 505
+    slug = "http-version-not-supported"
+    title = "HTTP version not supported"
+
+
 class RouteNotFound(OnegateError):
     status = 404
     slug = "not-found"
@@ -154,6 +192,14 @@ class UpstreamProtocolError(UpstreamError):
     title = "Upstream sent an invalid HTTP response"
 
 
+class UpstreamHeadersTooLarge(UpstreamProtocolError):
+    """The upstream's response head (status line and header fields) exceeded the upstream's
+    ``max_response_header_bytes``; the connection is closed before more of it is read."""
+
+    slug = "upstream-headers-too-large"
+    title = "Upstream response head too large"
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     slug = "upstream-timeout"
@@ -193,6 +239,13 @@ class NoHealthyTarget(ServiceUnavailable):
 class ShuttingDown(ServiceUnavailable):
     slug = "shutting-down"
     title = "Gateway is shutting down"
+
+
+class TooManyConnections(ServiceUnavailable):
+    """A worker already holds ``server.max_client_connections`` client connections."""
+
+    slug = "too-many-connections"
+    title = "Too many client connections"
 
 
 def problem_body(document: dict[str, Any]) -> bytes:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -62,6 +62,22 @@ class LegacyBackends:
             self.fastapi_url + "/health",
             self.ai_url + "/health",
         ]
+
+
+def upstreams_and_routes(
+    backends: LegacyBackends,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A gateway in front of two stand-ins: ``/api/ai`` to the AI one, the rest of ``/api`` to
+    the main one (the config of the lifecycle suites)."""
+    upstreams = {
+        "main": {"targets": [backends.main_url]},
+        "ai": {"targets": [backends.ai_url]},
+    }
+    routes = [
+        {"name": "ai", "match": {"prefix": "/api/ai"}, "upstream": "ai"},
+        {"name": "main", "match": {"prefix": "/api"}, "upstream": "main"},
+    ]
+    return upstreams, routes
 
 
 def free_ports(count: int, host: str = HOST) -> list[int]:

@@ -259,6 +259,7 @@ async def test_ml_predict(legacy_backends: LegacyBackends, client: httpx.AsyncCl
     url = legacy_backends.fastapi_url + "/api/ml/predict"
     response = await client.post(url, json={"inputs": [1, 2, 3.5, 5.5]})
     assert response.json()["outputs"] == [12.0, 3.0]
+    bad: object  # each a different shape of wrong
     for bad in ({}, {"inputs": []}, {"inputs": [1, "x"]}, {"inputs": 3}):
         assert (await client.post(url, json=bad)).status_code == 422, bad
 
@@ -293,8 +294,8 @@ async def test_sse_events_arrive_one_by_one(
                 events.append(event.decode())
     assert buffer == b""
     assert len(events) == count
-    for i, event in enumerate(events):
-        id_line, data_line = event.split("\n")
+    for i, text in enumerate(events):
+        id_line, data_line = text.split("\n")
         assert id_line == f"id: {i}"
         assert data_line.startswith("data: ")
         assert json.loads(data_line.removeprefix("data: "))["i"] == i

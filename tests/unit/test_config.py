@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from onegate.auth.config import ApiKeyIssuer
 from onegate.errors import ConfigError
 from onegate.gateway.config import Config, GatewayConfig, load_config, parse_config
 
@@ -391,7 +392,9 @@ def test_masked_hides_url_credentials() -> None:
     assert partners["store"] == "postgresql://********@db.internal:5432/keys"
     assert "hunter2" not in repr(masked)
     # Only a copy is masked: the live configuration keeps the real URL.
-    assert config.gateway.auth.issuers[0].store.endswith("onegate:hunter2@db.internal:5432/keys")
+    issuer = config.gateway.auth.issuers[0]
+    assert isinstance(issuer, ApiKeyIssuer)
+    assert issuer.store.endswith("onegate:hunter2@db.internal:5432/keys")
 
 
 def test_masked_hides_secret_looking_keys() -> None:

@@ -84,8 +84,13 @@ class HealthCheck(Model):
 class Breaker(Model):
     failure_threshold: Annotated[int, Field(ge=1)] = 5
     """Consecutive failures that open the breaker (and eject the target from balancing)."""
+    first_probe_seconds: Seconds = 0.5
+    """How long a breaker that just opened rejects requests before letting a probe through
+    (half-open). Each probe that fails doubles the wait, up to ``open_seconds``; a short first
+    wait lets a brief outage end for clients as soon as the target is back."""
     open_seconds: Seconds = 10.0
-    """How long an open breaker rejects requests before letting a probe through (half-open)."""
+    """Longest wait between half-open probes: the cap of the backoff that starts at
+    ``first_probe_seconds``. One failed client request per period is the price of probing."""
     half_open_probes: Annotated[int, Field(ge=1)] = 1
     """Requests let through while half-open; all must succeed to close the breaker."""
     failure_statuses: list[Annotated[int, Field(ge=500, le=599)]] = Field(
@@ -129,6 +134,12 @@ class UpstreamConfig(Model):
     health: HealthCheck | None = None
     """Active health checks; None disables them (passive ejection still applies)."""
     breaker: Breaker = Breaker()
+    max_response_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    """Largest response head (status line and header fields, interim 1xx heads included) read
+    from a target; beyond it the client gets a 502 and the connection is closed. Counted as the
+    bytes arrive, so a target cannot make a worker buffer an endless head. 64 KiB is above what
+    real responses carry (big cookies and CSP included; Envoy's default is 60 KiB) and small
+    enough that thousands of connections cannot exhaust memory this way."""
 
     @field_validator("targets")
     @classmethod
@@ -195,6 +206,31 @@ class RouteConfig(Model):
     """Cross-origin policy; preflight requests are answered at the edge."""
 
 
+class ClientTimeouts(Model):
+    """How long a client connection may keep the gateway waiting (issue 11: slow clients).
+
+    Expiry closes the connection and counts it in ``onegate_client_connections_closed_total``
+    under the phase's reason. A client that had started a request and has no answer yet gets
+    a 408 problem document first; an idle connection is just closed (FIN).
+    """
+
+    first_byte: Seconds = 5.0
+    """A new connection must send the first byte of its first request within this. Real
+    clients connect to send; a silent connection only holds a file descriptor."""
+    head: Seconds = 10.0
+    """From the first byte of a request to the end of its head (request line and headers).
+    Not extended by progress, so a head trickled a byte at a time (slow-loris) still ends."""
+    keep_alive: Seconds = 75.0
+    """Idle time allowed between requests on a kept-alive connection. Longer than the 60 s
+    idle timeout of common load balancers (AWS ALB, nginx defaults): the side in front must
+    give up first, or it may send a request just as the gateway closes. Idle connections cost
+    little here: at ``max_client_connections`` the gateway closes one to admit a newcomer."""
+    body_idle: Seconds = 30.0
+    """Longest silence between pieces of a request body the gateway is waiting for. It does
+    not run while the gateway itself stopped reading (backpressure from a slow upstream) or
+    while the client waits for ``100 Continue``."""
+
+
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -205,7 +241,19 @@ class ServerConfig(Model):
     max_body_bytes: Annotated[int, Field(ge=0)] | None = 10 * 1024 * 1024
     """Largest request body accepted (413 beyond). None: unlimited (bodies are streamed)."""
     max_header_bytes: Annotated[int, Field(ge=256)] = 32 * 1024
-    """Largest total size of the request line and headers (431 beyond)."""
+    """Largest total size of the request line and headers (431 beyond). Counted as the bytes
+    arrive: a head that would cross it is refused there, without buffering the rest."""
+    max_request_line_bytes: Annotated[int, Field(ge=64)] = 8 * 1024
+    """Longest request target (the URL of the request line): 414 as soon as it is crossed.
+    8 KiB is what common servers and CDNs allow (nginx's large header buffer, Cloudflare)."""
+    max_client_connections: Annotated[int, Field(ge=1)] = 1024
+    """Open client connections per worker (HTTP and WebSocket). Past it, an idle kept-alive
+    connection is closed to make room; if none is idle, the newcomer gets an immediate 503
+    problem document with ``Connection: close``. Lowered at start-up, with a warning, to fit
+    half of the process's file descriptor limit: each proxied connection may hold an
+    upstream connection too."""
+    client_timeouts: ClientTimeouts = ClientTimeouts()
+    """Deadlines for slow or silent clients."""
     drain_seconds: Seconds = 30.0
     """On SIGTERM, how long in-flight requests and streams may take to finish."""
     watch_config: bool = True

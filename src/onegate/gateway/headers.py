@@ -6,7 +6,8 @@ Rules (each one a known proxy pitfall):
   it relies on. Framing headers are never taken from the client: the gateway sets them.
 - ``X-Forwarded-*`` and ``Forwarded`` are rebuilt from the real peer; a client's own values are
   kept only when the peer is a trusted proxy. The client address is the rightmost hop that is
-  not a trusted proxy (everything left of it could be forged).
+  not a trusted proxy (everything left of it could be forged). The host they name is always
+  one that passed :func:`onegate.gateway.host.is_valid_host`, or none at all.
 - ``X-Request-ID`` is accepted when it looks like an id, generated otherwise, and returned.
 """
 
@@ -18,6 +19,8 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
+
+from onegate.gateway.host import is_valid_host
 
 Headers = list[tuple[bytes, bytes]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -195,8 +198,10 @@ class ForwardedInfo:
         headers: Sequence[tuple[bytes, bytes]],
         trusted: TrustedProxies,
     ) -> ForwardedInfo:
+        # Only a validated host is ever passed on (an invalid Host is refused by the guard
+        # stage anyway): a raw one could carry a path, a list or extra Forwarded parameters.
         host_header = _first(headers, b"host")
-        host = host_header.decode("latin-1") if host_header else ""
+        host = host_header.decode("ascii") if host_header and is_valid_host(host_header) else ""
         if not trusted.networks or not trusted.trusts(peer):
             return cls(peer, [peer], scheme, host)
         # Hops before the peer come from a client: anything but an address is "unknown", so a
@@ -214,7 +219,13 @@ class ForwardedInfo:
         if proto_header:
             first = proto_header.decode("latin-1").split(",")[0].strip().lower()
             proto = first if _PROTO.match(first) else scheme
-        return cls(client, chain, proto, host_fwd.decode("latin-1") if host_fwd else host)
+        if host_fwd:
+            # The first entry is what the client asked the first proxy for; a value that is
+            # not a valid host is ignored, and the request's own Host is passed on instead.
+            claimed = host_fwd.split(b",", 1)[0].strip()
+            if is_valid_host(claimed):
+                host = claimed.decode("ascii")
+        return cls(client, chain, proto, host)
 
     def headers(self) -> Headers:
         chain = self.chain

@@ -14,6 +14,7 @@ from onegate.gateway.context import StageContext
 from onegate.gateway.headers import TrustedProxies
 from onegate.gateway.pipeline import compose
 from onegate.gateway.process import ProcessState
+from onegate.gateway.protocol import EdgeSettings
 from onegate.gateway.proxy import ProxyStage
 from onegate.gateway.routing import Router
 from onegate.gateway.stages.auth import AuthStage
@@ -41,6 +42,8 @@ class Runtime:
         are carried over."""
         self.source = source
         self.config: GatewayConfig = source.gateway
+        self.edge = EdgeSettings(self.config.server)
+        """What the client-facing HTTP protocol enforces (limits, deadlines)."""
         process = process if process is not None else ProcessState()
         try:
             router = Router(self.config.routes)

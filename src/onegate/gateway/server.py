@@ -8,60 +8,159 @@ reloads itself), instead of uvicorn's default of restarting the workers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from onegate.gateway.config import CONFIG_ENV, Config
 from onegate.gateway.runtime import Runtime
 from onegate.observability.multiprocess import metrics_directory, worker_exited
 
+logger = logging.getLogger("uvicorn.error")  # where uvicorn's supervisor logs its own lines
+
+
+class WorkerProcess(Process):
+    """A worker process that serves with :class:`GatewayServer`, not uvicorn's plain Server."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = GatewayServer(config=self.config)
+        return self._server
+
 
 class ReloadingSupervisor(Multiprocess):
-    """uvicorn's worker supervisor, with SIGHUP passed on to the workers."""
+    """uvicorn's worker supervisor, with three changes.
+
+    - Workers run :class:`GatewayServer` (uvicorn would start its plain Server).
+    - SIGHUP is passed on to the workers, which reload themselves, instead of restarting them.
+    - SIGTERM and SIGINT stop the listening socket at once. uvicorn's handlers only queue the
+      signal for the supervisor's loop, which looks every 0.5 s and only then tells the
+      workers; meanwhile the kernel kept completing handshakes on the shared socket.
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._stopping = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the main thread as soon as the signal arrives, between two bytecodes of
+        # whatever the loop was doing: only signal-safe work here (kill, shutdown, close).
+        self._stop_listening()
+        self.signal_queue.append(sig)  # uvicorn's loop still logs it and stops as before
+
+    def _stop_listening(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        # The workers first: each closes its server at once (GatewayServer.handle_exit) and
+        # starts draining, so none is left polling a listener that is gone.
+        for process in self.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+        for sock in self.sockets:
+            # One kernel socket is shared by this process and every worker: close() only
+            # drops this process's reference, shutdown() stops the listener for all of them,
+            # so a newcomer is refused at connect even before the last worker let go.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+            sock.close()
+
+    def _spawn(self) -> Process:
+        process = WorkerProcess(self.config, self.sockets)
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        for _ in range(self.processes_num):
+            self.processes.append(self._spawn())
+
+    def keep_subprocess_alive(self) -> None:
+        # uvicorn's, spawning WorkerProcess and forgetting the metrics of a worker that died.
+        for index, process in enumerate(self.processes):
+            if self._exiting():
+                return
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or already gone
+            process.join()
+            if process.pid is not None:
+                worker_exited(process.pid)  # its in-flight count and target views are gone
+            if process.exitcode == STARTUP_FAILURE:
+                # It failed before serving: every replacement would fail the same way.
+                logger.error("Child process [%s] failed to start, stopping.", process.pid)
+                self.should_exit.set()
+                return
+            if self._exiting():
+                return
+            logger.info("Child process [%s] died", process.pid)
+            self.processes[index] = self._spawn()
+
+    def _exiting(self) -> bool:
+        # Checked right before spawning: a replacement started now would get a socket that no
+        # longer listens (or, worse, listen on it again).
+        return self.should_exit.is_set() or self._stopping
 
     def handle_hup(self) -> None:
         for process in self.processes:
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
 
-    def keep_subprocess_alive(self) -> None:
-        before = {process.pid for process in self.processes}
-        super().keep_subprocess_alive()
-        for pid in before - {process.pid for process in self.processes}:
-            if pid is not None:
-                worker_exited(pid)  # its in-flight count and target views are gone with it
-
-    def handle_term(self) -> None:
-        self._stop_listening()
-        super().handle_term()
-
-    def handle_int(self) -> None:
-        self._stop_listening()
-        super().handle_int()
-
-    def _stop_listening(self) -> None:
-        # The workers close their copies of the listening socket as they start draining; the
-        # supervisor's copy must go too, or the kernel keeps accepting connections nobody
-        # will ever serve, instead of refusing them.
-        for sock in self.sockets:
-            sock.close()
+    def handle_ttin(self) -> None:
+        if self._exiting():
+            return
+        logger.info("Received SIGTTIN, increasing the number of processes.")
+        self.processes_num += 1
+        self.processes.append(self._spawn())
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, exiting with status 0 after a graceful shutdown.
+    """uvicorn's server, which stops listening as soon as it is told to stop, and exits with
+    status 0 after a graceful shutdown.
 
-    uvicorn re-raises the SIGTERM it caught once it has drained, so the process would die
+    uvicorn notices a stop signal at its next tick (every 0.1 s) and only then closes its
+    listening sockets: connections that arrive meanwhile are accepted, then have to be
+    drained. Here the signal handler closes them at once, on the event loop, while requests
+    and streams in flight drain as before.
+
+    uvicorn also re-raises the SIGTERM it caught once it has drained, so the process would die
     by that signal (status 143) even though every request was served; an orderly shutdown
     that an operator asked for is a success.
     """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # A signal handler runs between two bytecodes, maybe inside the loop's own
+            # bookkeeping: hand the work to the loop rather than doing it here.
+            loop.call_soon_threadsafe(self._stop_accepting)
+
+    def _stop_accepting(self) -> None:
+        # Set by uvicorn's startup; a signal during startup finds none, and uvicorn's own
+        # shutdown closes them right after startup then.
+        for server in getattr(self, "servers", ()):
+            server.close()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -95,7 +194,10 @@ def serve(
         port=server_config.port if port is None else port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol with the gateway's edge limits, deadlines, connection
+        # cap and lingering close (onegate.gateway.protocol); named by path so the workers
+        # import it themselves.
+        http="onegate.gateway.protocol:GatewayHttpProtocol",
         ws="websockets-sansio",
         lifespan="on",
         # The upstream's Date is relayed; uvicorn's own would make it two (gateway-made
@@ -106,7 +208,8 @@ def serve(
         access_log=False,
         # uvicorn takes whole seconds; rounding up never cuts a drain short.
         timeout_graceful_shutdown=math.ceil(server_config.drain_seconds),
-        timeout_keep_alive=75,
+        # Unused: the protocol keeps its own keep-alive deadline (server.client_timeouts).
+        timeout_keep_alive=math.ceil(server_config.client_timeouts.keep_alive),
         log_level="info",
     )
     server = GatewayServer(uv_config)

@@ -15,11 +15,27 @@ Guarantees the proxy relies on (each has a test):
   from a reset after sending (:class:`UpstreamResetError`);
 - a connection goes back to the pool only after a complete response on a keep-alive
   connection; anything else is closed, so nothing leaks and no response is misattributed.
+
+Response framing (RFC 9112 section 6.3). A response ends where its framing says: at its
+Content-Length, at the last chunk, right after the head for HEAD, 204 and 304, or at the
+connection's end when nothing frames it. The parser is stopped there for the exchange: a byte
+after the end, in the same read or later, poisons the connection (it is closed, never pooled,
+never handed to another exchange), while the response as framed still stands. That is what
+nginx does with "upstream sent more data than specified", and it is the only reading that
+cannot let one response's bytes become the next one's (response splitting). Interim 1xx
+responses are dropped (101 is refused: upgrades go through ``websocket.py``), trailer fields
+are dropped (they must never merge into the head), and everything llhttp lets through that
+could frame a body two ways is refused: more than one Transfer-Encoding, any coding but
+``chunked``, a 1xx with Content-Length or Transfer-Encoding, a version other than 1.0 or 1.1.
+llhttp itself (strict by default) refuses duplicate or malformed Content-Length, Content-Length
+with Transfer-Encoding, bad chunk sizes, obs-fold, control characters in values and bare LF.
+The head is limited to ``max_head_bytes``, counted as it arrives so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections import deque
@@ -31,16 +47,28 @@ import httptools
 from onegate.errors import (
     UpstreamConnectError,
     UpstreamConnectTimeout,
+    UpstreamHeadersTooLarge,
     UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeout,
 )
 
+logger = logging.getLogger("onegate.transport")
 Headers = list[tuple[bytes, bytes]]
 
 #: Pause reading from the upstream when this much response body waits for the client.
 READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
+#: Default limit of a response head, status line and header fields (config: the upstream's
+#: ``max_response_header_bytes``).
+MAX_HEAD_BYTES = 64 * 1024
+#: What each header field costs on the wire besides its name and value: ": " and CRLF.
+_FIELD_OVERHEAD = 4
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to make llhttp stop where it is (the reason is already
+    recorded on the connection); ``feed_data`` then raises ``HttpParserCallbackError``."""
 
 
 class Deadline:
@@ -76,6 +104,10 @@ class Connection(asyncio.Protocol):
         # building a parser costs as much as parsing a small response.
         self._parser = httptools.HttpResponseParser(self)
         self._parser_spent = False
+        self.max_head_bytes = pool.max_head_bytes
+        self._head_bytes = 0
+        self._interim_bytes = 0
+        self._head_only = False
         self._active = False
         self._status = 0
         self._headers: Headers = []
@@ -103,13 +135,29 @@ class Connection(asyncio.Protocol):
             # Bytes while idle: the upstream is confused or closing. Never reuse this socket.
             self._abort(UpstreamProtocolError("upstream sent data on an idle connection"))
             return
+        if self._complete:
+            self._poison(len(data))  # the response is over: these bytes belong to nobody
+            return
         self._any_byte = True
+        if not self._head_done:
+            # Counted before parsing, so a head that never ends costs at most one read more.
+            # (Only while the head arrives: a saving; the check below is what decides.)
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._abort(UpstreamProtocolError("unexpected protocol upgrade from upstream"))
+            return
         except httptools.HttpParserError as exc:
-            self._abort(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+            if self.closed:
+                return  # a callback stopped the parser and already said why
+            if self._complete:
+                self._poison(None)  # garbage after a complete response (llhttp refused it)
+            else:
+                self._abort(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
+            return
+        if self._head_bytes > self.max_head_bytes and not self._head_done:
+            self._abort(self._head_too_large())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -135,35 +183,83 @@ class Connection(asyncio.Protocol):
 
     # --- httptools callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._head_done:
+            # A second response on one exchange: the first one is over (its end is where its
+            # framing said), and nothing of this one may be parsed, let alone merged into it.
+            self._poison(None)
+            raise _Stop
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: dropped, never merged into the head already read
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            self._headers = []  # an interim response (103 Early Hints): wait for the real one
-            return
-        if status < 200 or status > 599:
-            self._abort(UpstreamProtocolError(f"upstream sent an invalid status {status}"))
-            return
-        framed = False
-        for name, value in self._headers:
+        parser = self._parser
+        status = parser.get_status_code()
+        headers = self._headers
+        # Interim heads count too: a stream of 103s must not get past the limit either.
+        size = self._interim_bytes + _FIELD_OVERHEAD * len(headers)
+        lengths = codings = 0
+        for name, value in headers:
+            size += len(name) + len(value)
             if name == b"content-length":
-                framed = True
+                lengths += 1  # llhttp has refused a second one, or one with Transfer-Encoding
             elif name == b"transfer-encoding":
-                framed = True
+                codings += 1
                 if value.strip().lower() != b"chunked":
                     # The gateway re-frames bodies for the client; it can only undo chunked.
                     self._abort(UpstreamProtocolError(f"upstream used transfer coding {value!r}"))
-                    return
+                    raise _Stop
+        if size > self.max_head_bytes:
+            # The whole head came in one read, so the count in data_received did not see it.
+            self._abort(self._head_too_large())
+            raise _Stop
+        if codings > 1:
+            # llhttp reads two "chunked" fields as one chunked body; the upstream meant two.
+            self._abort(UpstreamProtocolError("upstream sent Transfer-Encoding twice"))
+            raise _Stop
+        if 100 <= status < 200:
+            if lengths or codings:
+                # 1xx responses have no content (RFC 9110 section 15.2); llhttp would read a
+                # body for some of them and not for others.
+                self._abort(UpstreamProtocolError(f"upstream sent a framed {status} response"))
+                raise _Stop
+            self._headers = []  # an interim response (103 Early Hints): wait for the real one
+            self._interim_bytes = size
+            return
+        if status < 200 or status > 599:
+            self._abort(UpstreamProtocolError(f"upstream sent an invalid status {status}"))
+            raise _Stop
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # llhttp also reads "HTTP/0.9" and "HTTP/2.0" status lines as HTTP/1.x.
+            self._abort(UpstreamProtocolError(f"upstream answered with HTTP/{version}"))
+            raise _Stop
         self._status = status
         self._head_done = True
         # llhttp forgets this once the message is complete, so ask while the head is current.
-        self._keep_alive = self._parser.should_keep_alive()
-        self._until_eof = not framed and status not in (204, 304)
+        self._keep_alive = parser.should_keep_alive()
+        if self._head_only or status == 204 or status == 304:
+            # No body, whatever the head announces: anything after it is not this response's.
+            self._complete = True
+            self._until_eof = False
+            # A Content-Length here describes a body that does not come (304) or must not
+            # exist (204); relayed, the client (and uvicorn) would wait for it.
+            if lengths and not self._head_only:
+                self._headers = [h for h in headers if h[0] != b"content-length"]
+            # llhttp still expects the body a HEAD response announces but never sends.
+            self._parser_spent = self._head_only
+        else:
+            self._until_eof = not (lengths or codings)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._complete:
+            # Only a HEAD response is complete before llhttp thinks so: it has no body.
+            self._poison(None)
+            raise _Stop
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > READ_HIGH_WATER and not self._reading_paused and self.transport:
@@ -178,12 +274,14 @@ class Connection(asyncio.Protocol):
 
     # --- used by Exchange --------------------------------------------------------------------
 
-    def begin(self) -> None:
+    def begin(self, head_only: bool) -> None:
         if self._parser_spent:
             self._parser = httptools.HttpResponseParser(self)
             self._parser_spent = False
         self._active = True
+        self._head_only = head_only
         self._status = 0
+        self._head_bytes = self._interim_bytes = 0
         self._headers = []
         self._head_done = self._complete = self._until_eof = self._any_byte = False
         self._keep_alive = False
@@ -236,6 +334,26 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
         self._wake()
 
+    def _poison(self, extra: int | None) -> None:
+        """Bytes came after a complete response: keep the response, drop the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        pool = self.pool
+        logger.warning(
+            "upstream %s:%d sent %s after a complete response; connection closed, not reused",
+            pool.host,
+            pool.port,
+            f"{extra} more bytes" if extra is not None else "more bytes",
+        )
+
+    def _head_too_large(self) -> UpstreamHeadersTooLarge:
+        return UpstreamHeadersTooLarge(
+            f"upstream response head exceeds max_response_header_bytes ({self.max_head_bytes})"
+        )
+
     def take_chunk(self) -> bytes | None:
         if not self._chunks:
             return None
@@ -278,15 +396,14 @@ class Exchange:
     :meth:`close` (always, in a ``finally``) so the connection is returned or closed.
     """
 
-    __slots__ = ("_head_only", "connection", "deadline", "headers", "status")
+    __slots__ = ("connection", "deadline", "headers", "status")
 
     def __init__(self, connection: Connection, deadline: Deadline, head_only: bool) -> None:
         self.connection = connection
         self.deadline = deadline
-        self._head_only = head_only
         self.status = 0
         self.headers: Headers = []
-        connection.begin()
+        connection.begin(head_only)
 
     @property
     def reused(self) -> bool:
@@ -309,10 +426,6 @@ class Exchange:
             await connection.wait(self.deadline)
         self.status = connection._status
         self.headers = connection._headers
-        if self._head_only or self.status in (204, 304):
-            connection._complete = True
-            # The parser still expects the body a HEAD response announces but never sends.
-            connection._parser_spent = self._head_only
 
     @property
     def received(self) -> bool:
@@ -361,12 +474,14 @@ class ConnectionPool:
         *,
         max_connections: int = 256,
         idle_timeout: float = 4.0,
+        max_head_bytes: int = MAX_HEAD_BYTES,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.max_head_bytes = max_head_bytes
         self.loop = loop or asyncio.get_running_loop()
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()

@@ -127,6 +127,7 @@ class RemoteTarget(Target):
         self.port = parts.port or 80
         self.host_header = (parts.netloc.rsplit("@", 1)[-1]).encode("ascii")
         self.pool_config = config.pool
+        self.max_head_bytes = config.max_response_header_bytes
         self._pool: ConnectionPool | None = None
 
     @property
@@ -138,6 +139,7 @@ class RemoteTarget(Target):
                 self.port,
                 max_connections=self.pool_config.max_connections,
                 idle_timeout=self.pool_config.idle_timeout,
+                max_head_bytes=self.max_head_bytes,
             )
         return self._pool
 
@@ -222,9 +224,12 @@ class AsgiTarget(Target):
         super().__init__(url, config)
         # An app the gateway built itself (the admin API) is handed over; others are imported.
         self.app = app if app is not None else load_asgi_app(url)
+        self.finishing: set[asyncio.Task[None]] = set()
+        """Responses this app sent in full while it still runs its own clean-up: held here
+        so their tasks are not collected before they end."""
 
     async def open(self, request: UpstreamRequest) -> UpstreamResponse:
-        response = AsgiResponse(self.app, request)
+        response = AsgiResponse(self.app, request, self.finishing)
         try:
             await response.start()
         except BaseException:
@@ -234,10 +239,6 @@ class AsgiTarget(Target):
 
 
 _END = object()
-
-#: In-process apps that answered in full and are still running their own clean-up.
-_finishing: set[asyncio.Task[None]] = set()
-
 
 class AsgiResponse:
     """Runs an in-process ASGI app as an upstream exchange.
@@ -250,8 +251,11 @@ class AsgiResponse:
     reused = False
     at_end = received = False  # a queue cannot tell; the end arrives as its own message
 
-    def __init__(self, app: ASGIApp, request: UpstreamRequest) -> None:
+    def __init__(
+        self, app: ASGIApp, request: UpstreamRequest, finishing: set[asyncio.Task[None]]
+    ) -> None:
         self.app = app
+        self._finishing = finishing
         self.request = request
         self.status = 0
         self.headers: Headers = []
@@ -362,8 +366,8 @@ class AsgiResponse:
         if reusable and task is not None and not task.done():
             # The app sent its whole response but is still running (cleanup, background
             # tasks): let it finish, holding a reference so the task is not collected.
-            _finishing.add(task)
-            task.add_done_callback(_finishing.discard)
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
             return
         self._disconnected.set()
         if task is not None and not task.done():
@@ -457,6 +461,9 @@ class Upstream:
         health = self.config.health
         assert health is not None
         ok = await target.probe(health.path, health.timeout)
+        if ok:
+            # The target answers again: clients need not wait for the breaker's next probe.
+            target.breaker.health_check_passed()
         # The streak counts consecutive results that disagree with the current state.
         if ok != target.healthy:
             target._health_streak += 1

@@ -106,3 +106,16 @@ class Families:
             ("route",),
             registry=registry,
         )
+        self.connections_closed = Counter(
+            "onegate_client_connections_closed_total",
+            "Client connections the gateway closed or refused itself (timeouts, limits, "
+            "capacity, drain), by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.connections_open = Gauge(
+            "onegate_client_connections_open",
+            "Client connections open now, HTTP and WebSocket (summed over live workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )

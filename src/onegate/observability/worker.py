@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from onegate.observability import multiprocess
 from onegate.observability.accesslog import AccessLog
 from onegate.observability.config import TracingConfig
+from onegate.observability.connections import ConnectionStats
 from onegate.observability.families import Families
 from onegate.observability.linewriter import LineWriter
 from onegate.observability.observed import ObservedUpstream
@@ -47,6 +48,8 @@ class Worker:
         self._registry: CollectorRegistry | None = None
         self._logs: dict[Stream, AccessLog] = {}
         self._tracings: dict[TracingConfig, Tracing] = {}
+        self.connections = ConnectionStats()
+        """Client connections: counted by the HTTP protocol, flushed with the metrics."""
 
     def recorder(self) -> MetricsRecorder:
         if self._recorder is None:
@@ -79,12 +82,14 @@ class Worker:
     def flush_metrics(self) -> None:
         if self._recorder is not None:
             self._recorder.flush()
+            self.connections.flush(self._recorder.families)
 
     def flush(self, upstreams: Iterable[ObservedUpstream] = ()) -> None:
         recorder = self._recorder
         if recorder is not None:
             recorder.refresh_targets(upstreams)
             recorder.flush()
+            self.connections.flush(recorder.families)
         for log in self._logs.values():
             log.writer.flush()
 
@@ -107,7 +112,3 @@ class Worker:
                 logger.exception("tracing exporter failed to shut down")
         self._tracings.clear()
         multiprocess.worker_exited(os.getpid())
-
-
-#: The worker process's observability state.
-WORKER = Worker()

@@ -1,4 +1,4 @@
-"""Who may use the admin surface, through a real ``onegate serve`` with a JWT issuer.
+"""Who may use the admin surface, through the gateway app (in process) with a JWT issuer.
 
 The metrics path's public networks are set to 10.0.0.0/8, so this test's loopback peer counts
 as remote and must authenticate, as any client off the gateway's host would. Tokens are HS256
@@ -15,7 +15,8 @@ import httpx
 import jwt
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
+from helpers.problems import assert_problem
 
 ISSUER = "https://issuer.test"
 SECRET = "admin-access-test-secret-" + "0123456789abcdef" * 3
@@ -24,7 +25,7 @@ ADMIN_PATHS = ["/_onegate", "/_onegate/", "/_onegate/config", "/_onegate/routes"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
     issuer = {
         "type": "jwt",
         "name": "test",
@@ -39,7 +40,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     }
     upstreams = {"demo": {"targets": ["asgi:onegate.dev.demo:app"]}}
     routes = [{"name": "app", "match": {"prefix": "/api"}, "upstream": "demo"}]
-    with run_gateway(
+    with run_in_process(
         tmp_path_factory.mktemp("admin"),
         upstreams,
         routes,
@@ -51,8 +52,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 
@@ -63,14 +64,6 @@ def bearer(**claims: Any) -> dict[str, str]:
 
 
 ADMIN = {"scope": "read onegate:admin"}
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem: dict[str, Any] = response.json()
-    assert problem["request_id"] == response.headers["x-request-id"]
-    return problem
 
 
 @pytest.mark.parametrize("path", ADMIN_PATHS)
@@ -134,7 +127,8 @@ async def test_routes_and_upstreams(client: httpx.AsyncClient) -> None:
 
 async def test_an_unknown_admin_path_is_a_problem(client: httpx.AsyncClient) -> None:
     response = await client.get("/_onegate/nothing-here", headers=bearer(**ADMIN))
-    assert assert_problem(response, 404)["instance"] == "/_onegate/nothing-here"
+    # The admin app's own 404 says it all in its title: no detail.
+    assert assert_problem(response, 404, detail=False)["instance"] == "/_onegate/nothing-here"
 
 
 async def test_the_admin_api_is_read_only(client: httpx.AsyncClient) -> None:
@@ -161,3 +155,10 @@ async def test_metrics_off_the_public_networks_need_a_credential(
 async def test_metrics_for_an_admin_off_the_public_networks(client: httpx.AsyncClient) -> None:
     assert (await client.get("/metrics", headers=bearer(**ADMIN))).status_code == 200
     assert_problem(await client.get("/metrics", headers=bearer(scope="read")), 403)
+
+
+async def test_metrics_for_a_peer_on_the_public_networks(gateway: InProcessGateway) -> None:
+    async with gateway.async_client(peer=("10.1.2.3", 40000)) as client:
+        assert (await client.get("/metrics")).status_code == 200
+        # The metrics path only: the admin API still wants a credential from that peer.
+        assert_problem(await client.get("/_onegate/config"), 401)

@@ -1,4 +1,7 @@
-"""The admin surface of a gateway with no issuer: closed, never public by default."""
+"""The admin surface of a gateway with no issuer: closed, never public by default.
+
+The gateway runs in process (:mod:`helpers.inprocess`); the client is its loopback peer.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +10,21 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
     upstreams = {"demo": {"targets": ["asgi:onegate.dev.demo:app"]}}
     # A catch-all route: it must not be able to take the gateway's own paths.
     routes = [{"name": "everything", "match": {"prefix": "/"}, "upstream": "demo"}]
-    with run_gateway(tmp_path_factory.mktemp("admin"), upstreams, routes, drain_seconds=1) as gw:
+    with run_in_process(tmp_path_factory.mktemp("admin"), upstreams, routes, drain_seconds=1) as gw:
         yield gw
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 

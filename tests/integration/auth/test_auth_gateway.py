@@ -1,24 +1,24 @@
-"""Edge auth through a real ``onegate serve``: two issuers at once (the main app's JWTs from a
-JWKS and the AI backend's API keys), per-route policies, problem documents, the identity the
-upstream receives, and the signed assertion checked by an upstream that only knows the
-gateway's JWKS URL."""
+"""Edge auth through the gateway app (in process, :mod:`helpers.inprocess`): two issuers at once
+(the main app's JWTs from a JWKS and the AI backend's API keys), per-route policies, problem
+documents, the identity the upstream receives, and the signed assertion checked by an upstream
+that knows nothing but the gateway's JWKS document (``GET /_onegate/jwks.json``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
-from auth_setup import create_key, jwt_issuer, key_issuer, received
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.auth_setup import create_key, jwt_issuer, key_issuer, received
 from helpers.idp import (
     IdentityProvider,
     ServedApp,
@@ -28,22 +28,30 @@ from helpers.idp import (
     signing_key,
     unsigned,
 )
+from helpers.inprocess import run_in_process
 from helpers.legacy import LegacyBackends
+from helpers.problems import assert_problem
 
 
 class AssertionVerifier:
-    """An upstream that trusts nothing but the assertion, checked against the gateway's JWKS."""
+    """An upstream that trusts nothing but the assertion, checked against the gateway's JWKS.
+
+    It knows nothing of the gateway but how to GET its ``/_onegate/jwks.json``: set
+    ``fetch_jwks`` once the gateway runs.
+    """
 
     def __init__(self) -> None:
-        self.jwks_url = ""  # set once the gateway's port is known
+        self.fetch_jwks: Callable[[], dict[str, Any]] | None = None
         self.server = ServedApp(Starlette(routes=[Route("/{path:path}", self._check)]))
 
-    def _check(self, request: Request) -> Response:  # sync: PyJWKClient fetches with urllib
+    def _check(self, request: Request) -> Response:  # sync: the JWKS is fetched blocking
         token = request.headers.get("x-onegate-assertion")
         if token is None:
             return JSONResponse({"verified": False, "why": "no assertion"}, status_code=401)
+        assert self.fetch_jwks is not None
         try:
-            key = jwt.PyJWKClient(self.jwks_url).get_signing_key_from_jwt(token)
+            # What jwt.PyJWKClient.get_signing_key_from_jwt does, from a document we fetch.
+            key = jwt.PyJWKSet.from_dict(self.fetch_jwks())[jwt.get_unverified_header(token)["kid"]]
             claims = jwt.decode(
                 token,
                 key,
@@ -51,14 +59,13 @@ class AssertionVerifier:
                 audience="onegate-upstreams",
                 issuer="onegate",
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, KeyError) as exc:
             return JSONResponse({"verified": False, "why": str(exc)}, status_code=401)
         return JSONResponse({"verified": True, "claims": claims})
 
 
 @dataclass
 class Setup:
-    gateway: GatewayProcess
     idp: IdentityProvider
     config_dir: Path
     api_key: str
@@ -71,7 +78,7 @@ class Setup:
 
 
 def route(
-    name: str, prefix: str, upstream: str, auth: dict[str, object] | None = None
+    name: str, prefix: str, upstream: str, auth: Mapping[str, object] | None = None
 ) -> dict[str, object]:
     settings: dict[str, object] = {"name": name, "match": {"prefix": prefix}, "upstream": upstream}
     if auth is not None:
@@ -102,27 +109,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory, backends: LegacyBackends) ->
         auth = {"issuers": [jwt_issuer(idp), key_issuer()]}
         api_key = create_key(config_dir, tenant="acme")
         with (
-            run_gateway(config_dir, upstreams, routes, extra={"auth": auth}) as gateway,
-            httpx.Client(base_url=gateway.url, timeout=10) as client,
+            run_in_process(config_dir, upstreams, routes, extra={"auth": auth}) as gateway,
+            gateway.client() as client,
+            gateway.client() as verifiers_client,  # used from the verifier's thread
         ):
-            verifier.jwks_url = gateway.url + "/_onegate/jwks.json"
-            yield Setup(gateway, idp, config_dir, api_key, client)
+            verifier.fetch_jwks = lambda: verifiers_client.get("/_onegate/jwks.json").json()
+            yield Setup(idp, config_dir, api_key, client)
 
 
 # --- 401 and 403 ------------------------------------------------------------------------------
 
 
-def problem(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    document: dict[str, object] = response.json()
-    assert document["status"] == status and document["request_id"]
-    return document
-
-
 def test_no_credential_is_a_401_with_a_challenge(setup: Setup) -> None:
     response = setup.get("/api/echo/x")
-    document = problem(response, 401)
+    document = assert_problem(response, 401)
     assert document["type"] == "https://onegate.dev/problems/unauthorized"
     assert response.headers["www-authenticate"] == 'Bearer realm="onegate"'
 
@@ -143,7 +143,7 @@ def test_a_bad_token_is_a_401_invalid_token(setup: Setup) -> None:
     }
     for token, description in cases.items():
         response = setup.get("/api/echo/x", token)
-        problem(response, 401)
+        assert_problem(response, 401)
         challenge = response.headers["www-authenticate"]
         assert challenge.startswith('Bearer realm="onegate", error="invalid_token"')
         assert description in challenge
@@ -151,12 +151,12 @@ def test_a_bad_token_is_a_401_invalid_token(setup: Setup) -> None:
 
 def test_an_unknown_api_key_is_a_401(setup: Setup) -> None:
     response = setup.get("/api/echo/x", **{"x-api-key": "og_aaaaaaaaaaaa_" + "A" * 43})
-    assert problem(response, 401)["detail"] == "API key is not valid"
+    assert assert_problem(response, 401)["detail"] == "API key is not valid"
 
 
 def test_a_missing_scope_is_a_403_naming_it(setup: Setup) -> None:
     response = setup.get("/api/echo/payments", setup.idp.token(scope="payments:read"))
-    document = problem(response, 403)
+    document = assert_problem(response, 403)
     assert document["type"] == "https://onegate.dev/problems/forbidden"
     assert response.headers["www-authenticate"] == (
         'Bearer realm="onegate", error="insufficient_scope", scope="payments:write"'
@@ -172,7 +172,7 @@ def test_roles_need_any_one_of_the_listed(setup: Setup) -> None:
 
 def test_a_route_can_accept_only_some_issuers(setup: Setup) -> None:
     response = setup.get("/api/ai/echo/x", setup.idp.token())
-    problem(response, 401)
+    assert_problem(response, 401)
     assert "not accepted here" in response.headers["www-authenticate"]
     assert setup.get("/api/ai/echo/x", **{"x-api-key": setup.api_key}).status_code == 200
 

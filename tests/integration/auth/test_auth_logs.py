@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-from auth_setup import create_key, jwt_issuer, key_issuer
 
+from helpers.auth_setup import create_key, jwt_issuer, key_issuer
 from helpers.gateway import run_gateway
 from helpers.idp import AUDIENCE, IdentityProvider, claims_for, mint, signing_key
 from helpers.legacy import LegacyBackends

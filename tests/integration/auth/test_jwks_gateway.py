@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from auth_setup import jwt_issuer
 
+from helpers.auth_setup import jwt_issuer
 from helpers.gateway import GatewayProcess, run_gateway
 from helpers.idp import IdentityProvider, signing_key
 from helpers.legacy import LegacyBackends
@@ -29,7 +29,8 @@ class Live:
 
     def challenge(self, token: str) -> str:
         response = self.client.get("/api/echo/x", headers={"authorization": f"Bearer {token}"})
-        return response.headers.get("www-authenticate", "")
+        challenge: str = response.headers.get("www-authenticate", "")
+        return challenge
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from auth_setup import key_issuer
 from typer.testing import CliRunner
 
+from helpers.auth_setup import key_issuer
 from helpers.gateway import GatewayProcess, run_gateway
 from helpers.legacy import LegacyBackends
 from onegate.cli import app

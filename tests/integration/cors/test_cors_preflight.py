@@ -1,4 +1,5 @@
-"""CORS through a real ``onegate serve``: preflights answered at the edge, headers on answers.
+"""CORS through the gateway app (in process): preflights answered at the edge, headers on
+answers.
 
 The upstream is the built-in demo app, in process; it answers 200 with a JSON echo, so a 204
 with an empty body can only come from the gateway's ``cors`` stage.
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 
 APP = "https://app.example.com"
 EVIL = "https://evil.example"
@@ -48,14 +49,14 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with run_gateway(tmp_path_factory.mktemp("cors"), DEMO, ROUTES, drain_seconds=1) as gw:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    with run_in_process(tmp_path_factory.mktemp("cors"), DEMO, ROUTES, drain_seconds=1) as gw:
         yield gw
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 

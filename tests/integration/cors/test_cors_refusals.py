@@ -10,7 +10,7 @@ import httpx
 import jwt
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 
 APP = "https://app.example.com"
 ISSUER = "https://issuer.test"
@@ -24,7 +24,7 @@ CORS = {
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
     issuer = {
         "type": "jwt",
         "name": "test",
@@ -49,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
             "cors": CORS,
         },
     ]
-    with run_gateway(
+    with run_in_process(
         tmp_path_factory.mktemp("cors"),
         upstreams,
         routes,
@@ -61,8 +61,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 

@@ -1,18 +1,20 @@
-"""CORS headers on real (non-preflight) answers through ``onegate serve``, error answers too."""
+"""CORS headers on real (non-preflight) answers from the gateway app (in process), error
+answers too."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 from helpers.upstreams import RawUpstream, Reply
 
 APP = "https://app.example.com"
 DEMO = {"demo": {"targets": ["asgi:onegate.dev.demo:app"]}}
-ROUTES = [
+ROUTES: list[dict[str, Any]] = [
     {
         "name": "app",
         "match": {"prefix": "/api"},
@@ -34,14 +36,14 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with run_gateway(tmp_path_factory.mktemp("cors"), DEMO, ROUTES, drain_seconds=1) as gw:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGateway]:
+    with run_in_process(tmp_path_factory.mktemp("cors"), DEMO, ROUTES, drain_seconds=1) as gw:
         yield gw
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 
@@ -108,8 +110,11 @@ def test_the_upstreams_own_cors_headers_give_way_to_the_gateways(
     with RawUpstream(default=chatty) as upstream:
         routes = [{**ROUTES[0], "upstream": "legacy"}]
         upstreams = {"legacy": {"targets": [upstream.url]}}
-        with run_gateway(tmp_path_factory.mktemp("cors-owner"), upstreams, routes) as gateway:
-            response = httpx.get(gateway.url + "/api/x", headers={"origin": APP})
+        with (
+            run_in_process(tmp_path_factory.mktemp("cors-owner"), upstreams, routes) as gateway,
+            gateway.client() as client,
+        ):
+            response = client.get("/api/x", headers={"origin": APP})
     assert response.status_code == 200
     assert response.headers.get_list("access-control-allow-origin") == [APP]
     assert response.headers.get_list("access-control-allow-credentials") == ["true"]

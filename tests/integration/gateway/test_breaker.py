@@ -1,10 +1,12 @@
 """Circuit breakers, passive ejection and active health checks, over real sockets.
 
-Breaker under test: ``failure_threshold: 3, open_seconds: 1, half_open_probes: 1``. Closed, it
-counts consecutive failures; at three it opens and the gateway answers 503 ``circuit-open``
-itself, without contacting the target; after a second one probe goes through (half-open); the
-probe's outcome closes or re-opens it. With several targets an open breaker ejects its target
-from balancing, and active health checks take dead targets out before any request fails.
+Breaker under test: ``failure_threshold: 3, open_seconds: 1, half_open_probes: 1``, with
+``first_probe_seconds: 1`` so that every open period lasts one second (the backoff from a
+shorter first wait is tested in ``test_breaker_recovery.py``). Closed, it counts consecutive
+failures; at three it opens and the gateway answers 503 ``circuit-open`` itself, without
+contacting the target; after a second one probe goes through (half-open); the probe's outcome
+closes or re-opens it. With several targets an open breaker ejects its target from balancing,
+and active health checks take dead targets out before any request fails.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from helpers.gateway import GatewayProcess, run_gateway
 from helpers.upstreams import RawUpstream, Reply, dead_url
 
 PROBLEM = "application/problem+json"
-BREAKER = {"failure_threshold": 3, "open_seconds": 1, "half_open_probes": 1}
+BREAKER = {
+    "failure_threshold": 3,
+    "first_probe_seconds": 1,
+    "open_seconds": 1,
+    "half_open_probes": 1,
+}
 OPEN_SECONDS = 1.0
 HEALTH = {"path": "/health", "interval": 0.2, "timeout": 0.2, "unhealthy_threshold": 1}
 NO_RETRY = {"attempts": 0}
@@ -83,7 +90,7 @@ def gateway(
         "refusing": {"targets": [dead_url()], "breaker": BREAKER},
         "pair": {
             "targets": [failing.url, healthy.url],
-            "breaker": {**BREAKER, "open_seconds": 60},
+            "breaker": {**BREAKER, "first_probe_seconds": 60, "open_seconds": 60},
         },
         "checked": {"targets": [dead_url(), standby.url], "health": HEALTH},
         "lonely": {"targets": [dead_url()], "health": HEALTH},

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from helpers.gateway import GatewayProcess, run_gateway
+from helpers.problems import assert_problem
 from helpers.upstreams import Hang, Raw, RawUpstream, Reply, Reset, StalledListener, dead_url
 
-PROBLEM = "application/problem+json"
 READ_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 0.3
 SLOW_READ_TIMEOUT = 4.0
@@ -171,19 +171,6 @@ async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """The response's problem document, checked against RFC 9457 and onegate's conventions."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    document: dict[str, Any] = response.json()
-    assert document["type"] == f"https://onegate.dev/problems/{slug}"
-    assert document["status"] == status
-    assert isinstance(document["title"], str) and document["title"]
-    assert isinstance(document["detail"], str) and document["detail"]
-    assert document["request_id"] == response.headers["x-request-id"]
-    return document
-
-
 async def timed(client: httpx.AsyncClient, method: str, url: str) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     response = await client.request(method, url)
@@ -195,13 +182,13 @@ async def timed(client: httpx.AsyncClient, method: str, url: str) -> tuple[httpx
 
 async def test_no_route_is_a_404_problem(client: httpx.AsyncClient) -> None:
     response = await client.get("/nowhere/at/all")
-    document = problem(response, 404, "not-found")
+    document = assert_problem(response, 404, "not-found")
     assert document["instance"] == "/nowhere/at/all"
 
 
 async def test_a_wrong_method_is_a_405_problem_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.post("/read-only/42", content=b"{}")
-    document = problem(response, 405, "method-not-allowed")
+    document = assert_problem(response, 405, "method-not-allowed")
     allowed = {m.strip() for m in response.headers["allow"].split(",")}
     assert allowed == {"GET", "HEAD", "DELETE"}
     assert "GET" in document["detail"]
@@ -210,7 +197,7 @@ async def test_a_wrong_method_is_a_405_problem_with_allow(client: httpx.AsyncCli
 
 async def test_a_clients_request_id_is_in_the_problem(client: httpx.AsyncClient) -> None:
     response = await client.get("/nowhere", headers={"X-Request-ID": "trace-me-123"})
-    assert problem(response, 404, "not-found")["request_id"] == "trace-me-123"
+    assert assert_problem(response, 404, "not-found")["request_id"] == "trace-me-123"
 
 
 # --- upstream failures ---------------------------------------------------------------------------
@@ -218,7 +205,7 @@ async def test_a_clients_request_id_is_in_the_problem(client: httpx.AsyncClient)
 
 async def test_a_refused_connection_is_a_prompt_502(client: httpx.AsyncClient) -> None:
     response, elapsed = await timed(client, "GET", "/refused/x")
-    problem(response, 502, "upstream-unreachable")
+    assert_problem(response, 502, "upstream-unreachable")
     assert elapsed < 1.0
 
 
@@ -227,14 +214,14 @@ async def test_a_reset_before_the_response_is_a_502(
 ) -> None:
     before = resetting.count()
     response, elapsed = await timed(client, "GET", "/resetting/x")
-    problem(response, 502, "upstream-reset")
+    assert_problem(response, 502, "upstream-reset")
     assert elapsed < 1.0
     assert resetting.count() == before + 1
 
 
 async def test_a_reset_in_the_middle_of_the_head_is_a_502(client: httpx.AsyncClient) -> None:
     response, elapsed = await timed(client, "GET", "/half-head/x")
-    problem(response, 502, "upstream-reset")
+    assert_problem(response, 502, "upstream-reset")
     assert elapsed < 1.0
 
 
@@ -250,7 +237,7 @@ async def test_a_reset_during_the_response_truncates_it(client: httpx.AsyncClien
 @pytest.mark.parametrize("name", BROKEN_RESPONSES)
 async def test_an_invalid_response_is_a_502(client: httpx.AsyncClient, name: str) -> None:
     response = await client.get(f"/{name}/x")
-    problem(response, 502, "upstream-protocol-error")
+    assert_problem(response, 502, "upstream-protocol-error")
 
 
 @pytest.mark.parametrize("name", ODD_RESPONSES)
@@ -267,14 +254,14 @@ async def test_a_silent_upstream_is_a_504_after_the_read_timeout(
 ) -> None:
     before = silent.count(path="/silent/x")
     response, elapsed = await timed(client, "GET", "/silent/x")
-    problem(response, 504, "upstream-timeout")
+    assert_problem(response, 504, "upstream-timeout")
     assert READ_TIMEOUT * 0.8 <= elapsed < READ_TIMEOUT + 0.7
     assert silent.count(path="/silent/x") == before + 1  # a timeout is not retried
 
 
 async def test_the_total_timeout_bounds_the_exchange(client: httpx.AsyncClient) -> None:
     response, elapsed = await timed(client, "GET", "/deadline/x")
-    problem(response, 504, "upstream-timeout")
+    assert_problem(response, 504, "upstream-timeout")
     assert TOTAL_TIMEOUT * 0.8 <= elapsed < TOTAL_TIMEOUT + 0.7
 
 
@@ -295,7 +282,7 @@ async def test_a_connect_that_never_completes_is_a_504(
     if stalled is None:
         pytest.skip("this kernel does not leave a connect to a full accept queue hanging")
     response, elapsed = await timed(client, "GET", "/stalled/x")
-    problem(response, 504, "upstream-connect-timeout")
+    assert_problem(response, 504, "upstream-connect-timeout")
     assert CONNECT_TIMEOUT * 0.8 <= elapsed < CONNECT_TIMEOUT + 0.7
 
 
@@ -319,4 +306,4 @@ async def test_other_routes_keep_serving_while_an_upstream_is_stuck(
     assert elapsed < SLOW_READ_TIMEOUT / 2
     for response in results:
         assert isinstance(response, httpx.Response)
-        problem(response, 504, "upstream-timeout")
+        assert_problem(response, 504, "upstream-timeout")

@@ -1,23 +1,22 @@
-"""X-Forwarded-* and Forwarded are rebuilt from the real peer, over real sockets.
+"""X-Forwarded-* and Forwarded are rebuilt from the real peer.
 
-The client here always connects from 127.0.0.1. One gateway trusts no proxy: whatever the client
-claims about earlier hops is discarded. The other trusts 127.0.0.1/32, as if the test client
-were a load balancer in front of onegate: its chain is kept and the peer appended.
+The gateways run in process (:mod:`helpers.inprocess`), so the peer is whatever the client says
+in the ASGI scope: here always 127.0.0.1, as a test client on a loopback socket would be. One
+gateway trusts no proxy: whatever the client claims about earlier hops is discarded. The other
+trusts 127.0.0.1/32, as if the test client were a load balancer in front of onegate: its chain
+is kept and the peer appended.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 from helpers.legacy import LegacyBackends, legacy_backends
-from helpers.upstreams import raw_request
 
 __all__ = ["legacy_backends"]  # the fixture, imported so pytest finds it here
 
@@ -61,7 +60,7 @@ def gateway_for(
 ) -> Any:
     upstreams = {"main": {"targets": [backends.main_url]}}
     routes = [{"name": "main", "match": {"prefix": "/api"}, "upstream": "main"}]
-    return run_gateway(
+    return run_in_process(
         tmp_path_factory.mktemp("forwarded"), upstreams, routes, drain_seconds=1, **server
     )
 
@@ -69,7 +68,7 @@ def gateway_for(
 @pytest.fixture(scope="module")
 def untrusting(
     tmp_path_factory: pytest.TempPathFactory, legacy_backends: LegacyBackends
-) -> Iterator[GatewayProcess]:
+) -> Iterator[InProcessGateway]:
     with gateway_for(tmp_path_factory, legacy_backends) as gw:
         yield gw
 
@@ -77,22 +76,22 @@ def untrusting(
 @pytest.fixture(scope="module")
 def trusting(
     tmp_path_factory: pytest.TempPathFactory, legacy_backends: LegacyBackends
-) -> Iterator[GatewayProcess]:
+) -> Iterator[InProcessGateway]:
     with gateway_for(tmp_path_factory, legacy_backends, trusted_proxies=["127.0.0.1/32"]) as gw:
         yield gw
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        yield client
+PEER = ("127.0.0.1", 50000)
 
 
 async def seen_by_upstream(
-    client: httpx.AsyncClient, gateway: GatewayProcess, headers: dict[str, str] | None = None
+    gateway: InProcessGateway,
+    headers: dict[str, str] | None = None,
+    peer: tuple[str, int] = PEER,
 ) -> dict[str, list[str]]:
-    """The headers the upstream received, by lower-case name."""
-    response = await client.get(gateway.url + "/api/echo/forwarded", headers=headers)
+    """The headers the upstream received, by lower-case name, for a request from ``peer``."""
+    async with gateway.async_client(peer=peer) as client:
+        response = await client.get("/api/echo/forwarded", headers=headers)
     assert response.status_code == 200, response.text
     received: dict[str, list[str]] = {}
     for name, value in response.json()["headers"]:
@@ -104,9 +103,9 @@ async def seen_by_upstream(
 
 
 async def test_headers_are_built_from_the_peer(
-    client: httpx.AsyncClient, untrusting: GatewayProcess
+    untrusting: InProcessGateway,
 ) -> None:
-    seen = await seen_by_upstream(client, untrusting, {"Host": "app.example.com"})
+    seen = await seen_by_upstream(untrusting, {"Host": "app.example.com"})
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["http"]
     assert seen["x-forwarded-host"] == ["app.example.com"]
@@ -117,9 +116,9 @@ async def test_headers_are_built_from_the_peer(
 
 
 async def test_a_clients_forwarding_claims_are_discarded(
-    client: httpx.AsyncClient, untrusting: GatewayProcess
+    untrusting: InProcessGateway,
 ) -> None:
-    seen = await seen_by_upstream(client, untrusting, {"Host": "app.example.com", **SPOOFED})
+    seen = await seen_by_upstream(untrusting, {"Host": "app.example.com", **SPOOFED})
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["http"]
     assert seen["x-forwarded-host"] == ["app.example.com"]
@@ -132,42 +131,63 @@ async def test_a_clients_forwarding_claims_are_discarded(
 
 
 async def test_a_trusted_proxys_chain_is_kept_and_the_peer_appended(
-    client: httpx.AsyncClient, trusting: GatewayProcess
+    trusting: InProcessGateway,
 ) -> None:
-    seen = await seen_by_upstream(client, trusting, {"X-Forwarded-For": "6.6.6.6"})
+    seen = await seen_by_upstream(trusting, {"X-Forwarded-For": "6.6.6.6"})
     assert seen["x-forwarded-for"] == ["6.6.6.6, 127.0.0.1"]
     [forwarded] = seen["forwarded"]
     assert forwarded_for(forwarded) == ["6.6.6.6", "127.0.0.1"]
 
 
 async def test_a_longer_chain_keeps_every_hop_in_order(
-    client: httpx.AsyncClient, trusting: GatewayProcess
+    trusting: InProcessGateway,
 ) -> None:
-    seen = await seen_by_upstream(client, trusting, {"X-Forwarded-For": "1.1.1.1, 6.6.6.6"})
+    seen = await seen_by_upstream(trusting, {"X-Forwarded-For": "1.1.1.1, 6.6.6.6"})
     assert seen["x-forwarded-for"] == ["1.1.1.1, 6.6.6.6, 127.0.0.1"]
     assert forwarded_for(seen["forwarded"][0]) == ["1.1.1.1", "6.6.6.6", "127.0.0.1"]
 
 
 async def test_forwarded_proto_is_honoured_only_from_a_trusted_proxy(
-    client: httpx.AsyncClient, trusting: GatewayProcess, untrusting: GatewayProcess
+    trusting: InProcessGateway, untrusting: InProcessGateway
 ) -> None:
     claims = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "6.6.6.6"}
-    trusted = await seen_by_upstream(client, trusting, claims)
+    trusted = await seen_by_upstream(trusting, claims)
     assert trusted["x-forwarded-proto"] == ["https"]
     assert parse_forwarded(trusted["forwarded"][0])[-1]["proto"] == "https"
 
-    untrusted = await seen_by_upstream(client, untrusting, claims)
+    untrusted = await seen_by_upstream(untrusting, claims)
     assert untrusted["x-forwarded-proto"] == ["http"]
     assert parse_forwarded(untrusted["forwarded"][0])[-1]["proto"] == "http"
 
 
 async def test_without_a_chain_the_trusted_peer_is_the_only_hop(
-    client: httpx.AsyncClient, trusting: GatewayProcess
+    trusting: InProcessGateway,
 ) -> None:
-    seen = await seen_by_upstream(client, trusting)
+    seen = await seen_by_upstream(trusting)
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["http"]
     assert forwarded_for(seen["forwarded"][0]) == ["127.0.0.1"]
+
+
+# --- the peer decides ----------------------------------------------------------------------------
+
+
+async def test_the_peer_is_the_first_hop_whatever_its_address(
+    untrusting: InProcessGateway,
+) -> None:
+    seen = await seen_by_upstream(untrusting, SPOOFED, peer=("203.0.113.7", 41000))
+    assert seen["x-forwarded-for"] == ["203.0.113.7"]
+    assert [forwarded_for(v) for v in seen["forwarded"]] == [["203.0.113.7"]]
+
+
+async def test_a_peer_outside_the_trusted_networks_is_not_trusted(
+    trusting: InProcessGateway,
+) -> None:
+    claims = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
+    seen = await seen_by_upstream(trusting, claims, peer=("203.0.113.7", 41000))
+    assert seen["x-forwarded-for"] == ["203.0.113.7"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert forwarded_for(seen["forwarded"][0]) == ["203.0.113.7"]
 
 
 # --- quoting -------------------------------------------------------------------------------------
@@ -178,22 +198,23 @@ async def test_without_a_chain_the_trusted_peer_is_the_only_hop(
     ['x", for=6.6.6.6;host="y', 'x";for=6.6.6.6;host="y', 'x\\", for=6.6.6.6, x="'],
 )
 def test_a_hostile_host_header_cannot_inject_a_forwarded_hop(
-    untrusting: GatewayProcess, hostile: str
+    untrusting: InProcessGateway, hostile: str
 ) -> None:
-    head = f"GET /api/echo/forwarded HTTP/1.1\r\nHost: {hostile}\r\nConnection: close\r\n\r\n"
-    response = raw_request(untrusting.port, head.encode())
-    if response.status == 400:
+    with untrusting.client(peer=PEER) as client:
+        response = client.get(
+            "/api/echo/forwarded", headers={"Host": hostile, "Connection": "close"}
+        )
+    if response.status_code == 400:
         return  # refusing a Host that is not host[:port] is a fine answer too
-    assert response.status == 200
-    headers = dict(json.loads(response.body)["headers"])
+    assert response.status_code == 200
+    headers = dict(response.json()["headers"])
     assert forwarded_for(headers["forwarded"]) == ["127.0.0.1"]
 
 
 async def test_hostile_forwarded_host_and_proto_cannot_inject_a_hop(
-    client: httpx.AsyncClient, trusting: GatewayProcess
+    trusting: InProcessGateway,
 ) -> None:
     seen = await seen_by_upstream(
-        client,
         trusting,
         {
             "X-Forwarded-Host": 'x", for=6.6.6.6;host="y',
@@ -206,11 +227,11 @@ async def test_hostile_forwarded_host_and_proto_cannot_inject_a_hop(
 
 
 async def test_a_garbage_hop_in_a_trusted_chain_keeps_forwarded_well_formed(
-    client: httpx.AsyncClient, trusting: GatewayProcess
+    trusting: InProcessGateway,
 ) -> None:
     # A load balancer appends to whatever X-Forwarded-For its client sent, garbage included.
     garbage = '1.1.1.1";for=6.6.6.6;by="x'
-    seen = await seen_by_upstream(client, trusting, {"X-Forwarded-For": f"{garbage}, 2.2.2.2"})
+    seen = await seen_by_upstream(trusting, {"X-Forwarded-For": f"{garbage}, 2.2.2.2"})
     [forwarded] = seen["forwarded"]
     hops = forwarded_for(forwarded)
     assert len(hops) == 3

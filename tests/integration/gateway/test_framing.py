@@ -9,19 +9,19 @@ sees nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from helpers.gateway import GatewayProcess, run_gateway
-from helpers.upstreams import RawResponse, RawUpstream, raw_request
+from helpers.problems import PROBLEM, assert_problem
+from helpers.upstreams import RawUpstream, raw_request
 
 MAX_HEADER_BYTES = 4096
 MAX_BODY_BYTES = 1000
 ROOMY_BODY_BYTES = 5000
 TIGHT_BODY_BYTES = 10
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def gateway(
         "streamed": {"targets": [streamed.url]},
         "accepting": {"targets": [accepting.url]},
     }
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"name": "guarded", "match": {"prefix": "/guarded"}, "upstream": "untouched"},
         {"name": "streamed", "match": {"prefix": "/streamed"}, "upstream": "streamed"},
         {
@@ -86,19 +86,6 @@ def gateway(
 def request(method: str, path: str, *headers: str, body: bytes = b"") -> bytes:
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
     return head.encode("latin-1") + body
-
-
-def assert_problem(
-    response: RawResponse, status: int, slug: str | None = None
-) -> dict[str, object]:
-    assert response.status == status
-    assert response.header("content-type") == PROBLEM
-    document: dict[str, object] = json.loads(response.body)
-    assert document["status"] == status
-    assert document["request_id"] == response.header("x-request-id")
-    if slug is not None:
-        assert document["type"] == f"https://onegate.dev/problems/{slug}"
-    return document
 
 
 AMBIGUOUS = {
@@ -142,11 +129,12 @@ def test_ambiguous_framing_is_refused_and_the_connection_closed(
 ) -> None:
     response = raw_request(gateway.port, raw)
     assert response.status == 400
-    if response.header("content-type") == PROBLEM:  # the guard's answer, not uvicorn's
+    if response.header("content-type") == PROBLEM:  # the guard's answer, or the parser's
         document = assert_problem(response, 400)
         assert document["type"] in (
             "https://onegate.dev/problems/ambiguous-framing",
             "https://onegate.dev/problems/bad-request",
+            "https://onegate.dev/problems/malformed-request",
         )
     assert response.closed
     assert untouched.connections == 0

@@ -1,14 +1,13 @@
-"""Header hygiene across the gateway, over real sockets.
+"""Header hygiene across the gateway.
 
-Requests go through a real ``onegate serve`` to the legacy ``main`` stand-in, whose echo reports
-exactly which headers arrived. Responses come from a raw upstream that sends hop-by-hop headers
-a proxy must not pass on.
+Requests go through the gateway app (in process, :mod:`helpers.inprocess`) over real sockets to
+the legacy ``main`` stand-in, whose echo reports exactly which headers arrived. Responses come
+from a raw upstream that sends hop-by-hop headers a proxy must not pass on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers.gateway import GatewayProcess, run_gateway
+from helpers.inprocess import InProcessGateway, run_in_process
 from helpers.legacy import LegacyBackends, legacy_backends
-from helpers.upstreams import RawUpstream, Reply, raw_request
+from helpers.upstreams import RawUpstream, Reply
 
 __all__ = ["legacy_backends"]  # the fixture, imported so pytest finds it here
 
@@ -46,7 +45,7 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory,
     legacy_backends: LegacyBackends,
     raw_upstream: RawUpstream,
-) -> Iterator[GatewayProcess]:
+) -> Iterator[InProcessGateway]:
     upstreams = {
         "main": {"targets": [legacy_backends.main_url]},
         "raw": {"targets": [raw_upstream.url]},
@@ -55,13 +54,15 @@ def gateway(
         {"name": "main", "match": {"prefix": "/api"}, "upstream": "main"},
         {"name": "raw", "match": {"prefix": "/raw"}, "upstream": "raw"},
     ]
-    with run_gateway(tmp_path_factory.mktemp("headers"), upstreams, routes, drain_seconds=1) as gw:
+    with run_in_process(
+        tmp_path_factory.mktemp("headers"), upstreams, routes, drain_seconds=1
+    ) as gw:
         yield gw
 
 
 @pytest.fixture
-async def client(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10.0) as client:
+async def client(gateway: InProcessGateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.async_client() as client:
         yield client
 
 
@@ -127,16 +128,20 @@ async def test_headers_named_in_connection_are_dropped(client: httpx.AsyncClient
     assert seen.one("x-public") == "for the upstream"
 
 
-def test_every_connection_header_counts(gateway: GatewayProcess) -> None:
-    """Two Connection headers (a raw request: clients merge them) each name a header to drop."""
-    head = (
-        "GET /api/echo/two-connection-headers HTTP/1.1\r\nHost: gw\r\n"
-        "Connection: X-First\r\nX-First: 1\r\nConnection: close, X-Second\r\nX-Second: 2\r\n"
-        "X-Third: 3\r\n\r\n"
-    )
-    response = raw_request(gateway.port, head.encode())
-    assert response.status == 200
-    names = {name for name, _ in json.loads(response.body)["headers"]}
+async def test_every_connection_header_counts(client: httpx.AsyncClient) -> None:
+    """Two Connection headers (as sent on the wire: a header list, not a dict) each name a
+    header to drop."""
+    headers = [
+        ("Host", "gw"),
+        ("Connection", "X-First"),
+        ("X-First", "1"),
+        ("Connection", "close, X-Second"),
+        ("X-Second", "2"),
+        ("X-Third", "3"),
+    ]
+    response = await client.get("/api/echo/two-connection-headers", headers=headers)
+    assert response.status_code == 200
+    names = {name for name, _ in response.json()["headers"]}
     assert not names & {"x-first", "x-second", "connection"}
     assert "x-third" in names
 

@@ -28,26 +28,12 @@ from helpers.gateway import (
     wait_for,
     worker_pids,
 )
-from helpers.legacy import LegacyBackends
+from helpers.legacy import LegacyBackends, upstreams_and_routes
 
 IN_PROCESS_AI = "asgi:onegate.dev.legacy:ai_app"
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def upstreams_and_routes(
-    backends: LegacyBackends,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    upstreams = {
-        "main": {"targets": [backends.main_url]},
-        "ai": {"targets": [backends.ai_url]},
-    }
-    routes = [
-        {"name": "ai", "match": {"prefix": "/api/ai"}, "upstream": "ai"},
-        {"name": "main", "match": {"prefix": "/api"}, "upstream": "main"},
-    ]
-    return upstreams, routes
 
 
 def current_config(gateway: GatewayProcess) -> dict[str, Any]:

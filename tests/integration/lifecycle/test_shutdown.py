@@ -10,26 +10,11 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from helpers.gateway import GatewayProcess, run_gateway, wait_for
-from helpers.legacy import LegacyBackends
-
-
-def upstreams_and_routes(
-    backends: LegacyBackends,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    upstreams = {
-        "main": {"targets": [backends.main_url]},
-        "ai": {"targets": [backends.ai_url]},
-    }
-    routes = [
-        {"name": "ai", "match": {"prefix": "/api/ai"}, "upstream": "ai"},
-        {"name": "main", "match": {"prefix": "/api"}, "upstream": "main"},
-    ]
-    return upstreams, routes
+from helpers.legacy import LegacyBackends, upstreams_and_routes
 
 
 class InFlight:

@@ -6,29 +6,15 @@ deleted when the test is done.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
-from redis_relay import Relay
 
-REDIS_URL = os.environ.get("ONEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=1) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"these tests need the Redis at {REDIS_URL} ({exc}); start it with redis-server"
-        )
-    return REDIS_URL
+from helpers.redis_relay import Relay
+from helpers.redis_server import redis_address
 
 
 @pytest.fixture
@@ -44,8 +30,7 @@ def policy_name(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def relay(redis_url: str) -> Iterator[Relay]:
-    parts: dict[str, Any] = redis.connection.parse_url(redis_url)
-    relay = Relay((parts.get("host", "127.0.0.1"), parts.get("port", 6379)))
+    relay = Relay(redis_address(redis_url))
     relay.start()
     yield relay
     relay.stop()

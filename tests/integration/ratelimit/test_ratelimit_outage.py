@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from redis_relay import Relay
 
 from helpers.gateway import GatewayProcess, run_gateway, wait_ready
+from helpers.redis_relay import Relay
 
 NOTHING_LISTENING = "redis://127.0.0.1:1"
 OUTAGE = "rate limit store unavailable"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from auth_harness import Harness
+
+from helpers.auth_harness import Harness
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -34,12 +35,15 @@ ALICE = Principal(
 )
 
 
-def verify(token: bytes, jwks: dict[str, object], audience: str = "onegate-upstreams") -> dict:
+def verify(
+    token: bytes, jwks: dict[str, object], audience: str = "onegate-upstreams"
+) -> dict[str, Any]:
     """What an upstream does: pick the key by kid from the JWKS and check everything."""
     key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
-    return jwt.decode(
+    claims: dict[str, Any] = jwt.decode(
         token, key, algorithms=[key.algorithm_name], audience=audience, issuer="onegate"
     )
+    return claims
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from auth_harness import ISSUER, Harness, bearer
 
+from helpers.auth_harness import ISSUER, Harness, bearer
 from helpers.idp import claims_for, mint, signing_key
 from onegate.auth.cache import FAILURE_SECONDS, VerificationCache, Verified
 from onegate.auth.principal import Principal

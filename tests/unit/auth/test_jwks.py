@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from auth_harness import Harness
 
+from helpers.auth_harness import Harness
 from helpers.idp import AUDIENCE, IdentityProvider, signing_key
 from onegate.auth.jwks import JwksError, JwksSource, parse_jwks
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from auth_harness import ISSUER, Harness
 from pydantic import ValidationError
 
+from helpers.auth_harness import ISSUER, Harness
 from helpers.idp import claims_for, forged_with_public_key, mint, signing_key, unsigned
 from onegate.auth.config import JwtIssuer, StaticKey
 from onegate.auth.jwt_keys import UnusableKey, compatible, from_jwk, load_static

@@ -6,7 +6,6 @@ deleted afterwards, so they never meet the keys of another test or of a running 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,20 +15,6 @@ import redis
 from onegate.ratelimit.memory import MemoryStore
 from onegate.ratelimit.redis import RedisStore
 from onegate.ratelimit.store import Store
-
-REDIS_URL = os.environ.get("ONEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=1) as client:
-            client.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"these tests need the Redis at {REDIS_URL} ({exc}); start it with redis-server"
-        )
-    return REDIS_URL
 
 
 async def _redis_store(url: str) -> AsyncIterator[RedisStore]:

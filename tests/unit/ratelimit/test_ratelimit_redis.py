@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
+from helpers.redis_server import redis_address
 from onegate.errors import RateLimitStoreUnavailable
 from onegate.ratelimit.config import LimitPolicy
 from onegate.ratelimit.redis import RedisStore
@@ -77,14 +78,14 @@ async def test_a_silent_server_times_out_within_the_deadline() -> None:
 async def test_the_store_recovers_when_redis_comes_back(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    target = redis.connection.parse_url(redis_url)
+    target = redis_address(redis_url)
     rule = unique_policy()
-    async with listener((target["host"], target.get("port", 6379))) as (port, _):
+    async with listener(target) as (port, _):
         store = RedisStore(f"redis://127.0.0.1:{port}", timeout=0.5)
         assert (await store.hit("ip:1", rule, 0.0)).remaining == 2
     with pytest.raises(RateLimitStoreUnavailable):  # the relay is gone: refused
         await store.hit("ip:1", rule, 0.0)
-    async with listener((target["host"], target.get("port", 6379)), port):
+    async with listener(target, port):
         assert (await store.hit("ip:1", rule, 0.0)).remaining == 1
     await store.aclose()
     redis_client.delete(f"onegate:rl:{rule.name}:ip:1")

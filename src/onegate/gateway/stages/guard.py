@@ -4,15 +4,19 @@ Two parties that disagree on where a request ends are how request smuggling work
 doubt is a 400: Content-Length together with Transfer-Encoding, Content-Length twice, a
 transfer coding other than plain ``chunked``, or Host twice. The server's own parser rejects
 some of these first; this stage is the gateway's guarantee for the rest.
+
+A Host that is missing (HTTP/1.1) or not ``host[:port]`` (see :mod:`onegate.gateway.host`) is
+a 400 too: routing and the forwarding headers both read it.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from onegate.errors import AmbiguousFraming, BadRequest, HeadersTooLarge
+from onegate.errors import AmbiguousFraming, BadRequest, HeadersTooLarge, InvalidHost
 from onegate.gateway.context import StageContext
 from onegate.gateway.exchange import exchange_of
+from onegate.gateway.host import is_valid_host
 from onegate.gateway.pipeline import Stage
 from onegate.types import ASGIApp, Receive, Scope, Send
 
@@ -27,7 +31,7 @@ class GuardStage(Stage):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         length: bytes | None = None
         coding: bytes | None = None
-        hosts = 0
+        host: bytes | None = None
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         for name, value in scope["headers"]:
             size += len(name) + len(value) + 4
@@ -40,11 +44,15 @@ class GuardStage(Stage):
                     raise AmbiguousFraming("more than one Transfer-Encoding header")
                 coding = value
             elif name == b"host":
-                hosts += 1
-                if hosts > 1:
+                if host is not None:
                     raise AmbiguousFraming("duplicate Host header")
-        if hosts == 0 and scope.get("http_version") == "1.1":
-            raise BadRequest("HTTP/1.1 requests must carry a Host header")
+                host = value
+        if host is None:
+            if scope.get("http_version") == "1.1":
+                raise InvalidHost("HTTP/1.1 requests must carry a Host header")
+        elif not is_valid_host(host):
+            # The value is not echoed: it is whatever the client chose to send.
+            raise InvalidHost("Host must be a host name or IP address, with an optional port")
         if size > self.max_header_bytes:
             raise HeadersTooLarge(f"request head is larger than {self.max_header_bytes} bytes")
         exchange = exchange_of(scope)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ def upstream_request(principal: Principal | None) -> UpstreamRequest:
     )
 
 
-def principal(scopes: set[str] = frozenset(), roles: set[str] = frozenset()) -> Principal:
+def principal(
+    scopes: AbstractSet[str] = frozenset(), roles: AbstractSet[str] = frozenset()
+) -> Principal:
     return Principal("alice", "t", "jwt", scopes=frozenset(scopes), roles=frozenset(roles))
 
 
