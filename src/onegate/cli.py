@@ -154,12 +154,13 @@ def config_validate(
     gateway = loaded.gateway
     shown = loaded.path or "built-in configuration"
     typer.echo(f"{shown}: ok ({len(gateway.routes)} routes, {len(gateway.upstreams)} upstreams)")
-    for variable, where in unset:
-        typer.echo(f"{where}: {variable} is not set here (the gateway will need it)")
+    for _, note in unset:
+        typer.echo(note)
 
 
 def _unset_secret_variables(loaded: Config) -> list[tuple[str, str]]:
-    """``(variable, file:line: key)`` of every ``*_env`` setting whose variable is not set."""
+    """``(variable, note)`` for every ``*_env`` setting whose variable is not set, the note
+    located like an error (``file:line: key: VAR is not set here ...``)."""
     found: list[tuple[str, str]] = []
 
     def walk(value: object, loc: tuple[str | int, ...]) -> None:
@@ -167,8 +168,8 @@ def _unset_secret_variables(loaded: Config) -> list[tuple[str, str]]:
             for key, item in value.items():
                 if str(key).endswith("_env") and isinstance(item, str):
                     if not os.environ.get(item):
-                        error = loaded.error("", *loc, str(key))
-                        found.append((item, error.line().removesuffix(": ")))
+                        note = f"{item} is not set here (the gateway will need it)"
+                        found.append((item, loaded.error(note, *loc, str(key)).line()))
                 else:
                     walk(item, (*loc, str(key)))
         elif isinstance(value, list):
