@@ -97,8 +97,9 @@ def test_remaining_counts_down_to_zero_and_the_next_is_a_problem(gw: Caller) -> 
     assert [r.status_code for r in allowed] == [200, 200, 200]
     assert [limits(r) for r in allowed] == [("3", n, "3;w=3600") for n in ("2", "1", "0")]
     assert all(1 <= int(r.headers["ratelimit-reset"]) <= HOUR for r in allowed[:2])
-    # Nothing left: Reset is when the next request fits, the window's end plus the fade.
-    assert HOUR <= int(allowed[2].headers["ratelimit-reset"]) <= 2 * HOUR
+    # Nothing left: Reset is when the next request fits: the window's end, then until the 3
+    # weigh 2 (a third of the next window).
+    assert HOUR // 3 <= int(allowed[2].headers["ratelimit-reset"]) <= 4 * HOUR // 3 + 1
 
     refused = gw.get("/per-ip/x", ip)
     assert refused.status_code == 429
