@@ -23,6 +23,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -226,9 +227,19 @@ class _Answer:
 class _Prober:
     """The HTTP clients of one check run: to the gateway, to remote targets, to in-process apps."""
 
-    def __init__(self, gateway_url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        gateway_url: str,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        direct_headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout = timeout
+        # Credentials are for the gateway's auth; the direct probe gets only what it is given
+        # on its own, as the gateway does not forward (e.g.) API keys to upstreams by default.
+        self.headers = dict(headers or {})
+        self.direct_headers = dict(direct_headers or {})
         # The gateway is reached like any client would reach it, proxies from the environment
         # included. Targets are reached as the gateway reaches them: directly.
         self.gateway = httpx.AsyncClient(timeout=timeout)
@@ -254,18 +265,23 @@ class _Prober:
         return target.rstrip("/") + plan.forward
 
     async def through_gateway(self, plan: _Plan, method: str) -> _Answer:
-        headers = {"host": plan.host} if plan.host else {}
+        headers = dict(self.headers)
+        if plan.host:
+            headers["host"] = plan.host
         url = self.gateway_url_for(plan)
         return await self._send(self.gateway, method, url, url, headers=headers)
 
     async def direct(self, plan: _Plan, method: str, target: str) -> _Answer:
         shown = self.direct_url_for(plan, target)
+        headers = self.direct_headers
         if not target.startswith("asgi:"):
-            return await self._send(self.remote, method, shown, shown)
+            return await self._send(self.remote, method, shown, shown, headers=headers)
         client = self._in_process_client(target)
         if isinstance(client, str):
             return _Answer(Probe(shown, None, None, client, None, None))
-        return await self._send(client, method, plan.forward, shown, in_process=True)
+        return await self._send(
+            client, method, plan.forward, shown, headers=headers, in_process=True
+        )
 
     def _in_process_client(self, target: str) -> httpx.AsyncClient | str:
         # Loaded once per target, as the gateway does: a factory may be costly to call.
@@ -433,20 +449,40 @@ def _kind(shape: frozenset[str] | str) -> str:
 # --- running -------------------------------------------------------------------------------
 
 
-def run_check(config: Config, gateway_url: str, *, timeout: float = 5.0) -> CheckReport:
+def run_check(
+    config: Config,
+    gateway_url: str,
+    *,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+    direct_headers: Mapping[str, str] | None = None,
+) -> CheckReport:
     """Probe every route of ``config`` through the gateway at ``gateway_url`` and directly.
 
-    ``timeout`` bounds each probe, body included. Results keep the configuration's order.
+    ``timeout`` bounds each probe, body included. ``headers`` (credentials, say) are sent on
+    every probe through the gateway, ``direct_headers`` on every direct one. Results keep the
+    configuration's order.
     """
-    return asyncio.run(run_check_async(config, gateway_url, timeout=timeout))
+    return asyncio.run(
+        run_check_async(
+            config, gateway_url, timeout=timeout, headers=headers, direct_headers=direct_headers
+        )
+    )
 
 
-async def run_check_async(config: Config, gateway_url: str, *, timeout: float = 5.0) -> CheckReport:
+async def run_check_async(
+    config: Config,
+    gateway_url: str,
+    *,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+    direct_headers: Mapping[str, str] | None = None,
+) -> CheckReport:
     """:func:`run_check`, for a caller that is already in an event loop."""
     routes = config.gateway.routes
     upstreams = config.gateway.upstreams
     router, compiled = _compile(routes)
-    prober = _Prober(gateway_url, timeout)
+    prober = _Prober(gateway_url, timeout, headers, direct_headers)
     limit = asyncio.Semaphore(CONCURRENCY)
 
     async def check_one(route: RouteConfig) -> RouteResult:

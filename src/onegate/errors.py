@@ -9,6 +9,7 @@ CLI become one line naming the file, line and key. Mapping happens once, at the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 PROBLEM_CONTENT_TYPE = b"application/problem+json"
@@ -55,15 +56,34 @@ class ConfigError(OnegateError):
     slug = "config-error"
     title = "Invalid configuration"
 
-    def __init__(self, detail: str, *, location: str | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        location: str | None = None,
+        key: str | None = None,
+        also: Sequence[ConfigError] = (),
+    ) -> None:
         super().__init__(detail)
         self.location = location
         self.key = key
+        self.also = tuple(also)
+        """Further problems found in the same pass, so an operator fixes them all at once."""
 
-    def __str__(self) -> str:
+    @property
+    def problems(self) -> list[ConfigError]:
+        """This problem and every other one found with it, in file order."""
+        return [self, *self.also]
+
+    def line(self) -> str:
+        """This problem alone, as ``file:line: key: message``."""
         where = f"{self.location}: " if self.location else ""
         key = f"{self.key}: " if self.key else ""
         return f"{where}{key}{self.detail}"
+
+    def __str__(self) -> str:
+        # One line per problem: a single problem stays one line.
+        return "\n".join(problem.line() for problem in self.problems)
 
 
 # --- client errors ---------------------------------------------------------------------------

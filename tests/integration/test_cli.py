@@ -88,8 +88,14 @@ def test_validate_accepts_a_good_file(tmp_path: Path) -> None:
         pytest.param(
             GOOD.replace("  port: 8080", "  port: 8080\n  colour: blue"),
             ":3: server.colour: ",
-            "Extra inputs are not permitted",
+            "unknown key 'colour' (valid keys: host, port,",
             id="unknown-key",
+        ),
+        pytest.param(
+            GOOD.replace("match: {prefix: /api}", "match: {prefx: /api}"),
+            ":13: routes[1].match.prefx: ",
+            "unknown key 'prefx'; did you mean 'prefix'?",
+            id="unknown-key-suggested",
         ),
         pytest.param(
             GOOD.replace("port: 8080", "port: eighty"),
@@ -192,11 +198,11 @@ def test_show_prints_the_effective_config_with_secrets_masked(tmp_path: Path) ->
     result = onegate("config", "show", "--config", str(path))
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stdout
-    assert "STAFF_JWT_SECRET" not in result.stdout
     shown = yaml.safe_load(result.stdout)
     partners, staff = shown["auth"]["issuers"]
     assert partners["store"] == "postgresql://********@db.internal:5432/keys"
-    assert staff["keys"][0]["secret_env"] == "********"
+    # The name of the variable is shown (where the secret comes from), never a value.
+    assert staff["keys"][0]["secret_env"] == "STAFF_JWT_SECRET"
     # Defaults are filled in: this is what the gateway will run with.
     assert shown["server"]["max_body_bytes"] == 10 * 1024 * 1024
     assert shown["routes"][0]["timeouts"]["read"] == 30.0

@@ -16,6 +16,7 @@ import pytest
 from onegate.auth.config import ApiKeyIssuer
 from onegate.errors import ConfigError
 from onegate.gateway.config import Config, GatewayConfig, load_config, parse_config
+from onegate.loader import masked
 
 SOURCE = "gateway.yaml"
 
@@ -113,7 +114,35 @@ def test_unknown_key() -> None:
         """
     )
     assert (error.location, error.key) == (f"{SOURCE}:3", "server.colour")
-    assert str(error) == f"{SOURCE}:3: server.colour: Extra inputs are not permitted"
+    # Nothing close to 'colour': the valid keys are listed instead of a guess.
+    assert str(error).startswith(f"{SOURCE}:3: server.colour: unknown key 'colour' (valid keys: ")
+    assert "host, port, workers" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "suggestion"),
+    [
+        ("routes:\n  - name: a\n    match: {prefx: /api}\n    upstream: main\n", 3,
+         "routes[0].match.prefx", "prefix"),
+        ("upstreams:\n  main:\n    targets: [http://127.0.0.1:1]\n    helth: {path: /}\n", 4,
+         "upstreams.main.helth", "health"),
+        ("server:\n  workrs: 2\n", 2, "server.workrs", "workers"),
+        ("rate_limits:\n  policies:\n    - {name: p, limit: 1, windw_seconds: 1}\n", 3,
+         "rate_limits.policies[0].windw_seconds", "window_seconds"),
+        # Inside a tagged union the tag pydantic adds ('jwt') is not part of the file's path.
+        ("auth:\n  issuers:\n    - type: jwt\n      name: j\n      issuer: x\n"
+         "      audiences: [a]\n      algorithms: [HS256]\n      keys: [{secret_env: X}]\n"
+         "      audience: [b]\n", 9, "auth.issuers[0].audience", "audiences"),
+    ],
+)  # fmt: skip
+def test_unknown_key_names_itself_and_the_closest_valid_one(
+    text: str, line: int, key: str, suggestion: str
+) -> None:
+    error = config_error(text)
+    assert error.problems == [error]
+    assert (error.location, error.key) == (f"{SOURCE}:{line}", key)
+    unknown = key.rpartition(".")[2]
+    assert error.detail == f"unknown key {unknown!r}; did you mean {suggestion!r}?"
 
 
 def test_unknown_key_in_a_route() -> None:
@@ -292,17 +321,30 @@ def test_bad_cidr_in_trusted_proxies() -> None:
     assert error.detail == "'10.0.0.300/8' is not an IP network"
 
 
-def test_several_errors_report_the_first_and_count_the_rest() -> None:
+def test_several_errors_are_all_reported_one_per_line_in_file_order() -> None:
     error = config_error(
         """\
+        routes:
+          - name: a
+            match: {prefix: /a}
+            upstream: main
+            timeout: 5
         server:
           port: eighty
           colour: blue
           workers: none
         """
     )
-    assert error.location is not None and error.location.startswith(f"{SOURCE}:")
-    assert error.detail.endswith("(and 2 more)")
+    lines = str(error).splitlines()
+    assert [(p.location, p.key) for p in error.problems] == [
+        (f"{SOURCE}:5", "routes[0].timeout"),
+        (f"{SOURCE}:7", "server.port"),
+        (f"{SOURCE}:8", "server.colour"),
+        (f"{SOURCE}:9", "server.workers"),
+    ]
+    assert lines == [p.line() for p in error.problems]
+    assert not any("more)" in line for line in lines)
+    assert lines[0].startswith(f"{SOURCE}:5: routes[0].timeout: unknown key 'timeout'; did you")
 
 
 def test_error_is_one_line() -> None:
@@ -337,9 +379,25 @@ def test_environment_override_supplies_missing_targets() -> None:
     assert config.upstreams["main"].targets == ["http://10.0.0.5:3000"]
 
 
-def test_environment_for_unknown_upstreams_is_ignored() -> None:
-    config = parse(GOOD, {"ONEGATE_UPSTREAM_OTHER_URL": "http://10.0.0.5:3000"})
-    assert set(config.upstreams) == {"main", "ai-agents"}
+def test_environment_naming_no_upstream_is_an_error_listing_the_valid_names() -> None:
+    # A typo (AI instead of AI_AGENTS) would otherwise leave the file's targets in place.
+    error = config_error(GOOD, {"ONEGATE_UPSTREAM_AI_URL": "http://10.0.0.5:3000"})
+    assert (error.location, error.key) == (f"environment ({SOURCE})", "ONEGATE_UPSTREAM_AI_URL")
+    assert error.detail == (
+        "names no upstream of this configuration; valid: ONEGATE_UPSTREAM_MAIN_URL (main), "
+        "ONEGATE_UPSTREAM_AI_AGENTS_URL (ai-agents)"
+    )
+
+
+def test_environment_naming_an_upstream_when_there_are_none_is_an_error() -> None:
+    error = config_error("server: {port: 8080}\n", {"ONEGATE_UPSTREAM_MAIN_URL": "http://h:1"})
+    assert error.key == "ONEGATE_UPSTREAM_MAIN_URL"
+    assert error.detail.endswith("valid: no upstreams")
+
+
+def test_other_onegate_variables_are_not_taken_for_upstreams() -> None:
+    environ = {"ONEGATE_UPSTREAM_MAIN_TIMEOUT": "5", "ONEGATE_CONFIG": "x", "UPSTREAM_X_URL": "y"}
+    assert set(parse(GOOD, environ).upstreams) == {"main", "ai-agents"}
 
 
 def test_empty_environment_override_is_an_error() -> None:
@@ -397,11 +455,17 @@ def test_masked_hides_url_credentials() -> None:
     assert issuer.store.endswith("onegate:hunter2@db.internal:5432/keys")
 
 
-def test_masked_hides_secret_looking_keys() -> None:
+def test_masked_shows_the_names_of_secret_variables() -> None:
+    # The variable's name says where the secret is; only a value would be the secret.
     masked = Config(parse(WITH_SECRETS)).masked()
     key = masked["auth"]["issuers"][1]["keys"][0]
-    assert key["secret_env"] == "********"
+    assert key["secret_env"] == "STAFF_JWT_SECRET"
     assert key["kid"] == "k1"
+
+
+@pytest.mark.parametrize("key", ["secret", "password", "token", "api_key", "private_key"])
+def test_masked_hides_the_values_of_secret_looking_keys(key: str) -> None:
+    assert masked({key: "s3cr3t", f"{key}_env": "VAR"}) == {key: "********", f"{key}_env": "VAR"}
 
 
 def test_masked_keeps_everything_else() -> None:

@@ -143,10 +143,11 @@ def _check_grants(subject: str, scopes: list[str]) -> None:
             raise KeyAdminError(f"scope {scope!r} must be one word")
 
 
-def when(timestamp: float | None) -> str:
+def when(timestamp: float | None) -> str | None:
+    """ISO 8601 in UTC (``2025-05-01T12:00:00Z``), what JSON readers parse; None for never."""
     if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def revoke(store: KeyStore, key_id: str, now: float | None = None) -> KeyRecord:
@@ -164,7 +165,7 @@ def describe(record: KeyRecord, now: float | None = None) -> dict[str, object]:
         "tenant": record.tenant,
         "created_at": when(record.created_at),
         "expires_at": when(record.expires_at),
-        "revoked_at": when(record.revoked_at) if record.revoked_at is not None else None,
+        "revoked_at": when(record.revoked_at),
         "status": record.status(now),
     }
 

@@ -39,6 +39,7 @@ CONFIG_ENV = "ONEGATE_CONFIG"
 UPSTREAM_URL_ENV = "ONEGATE_UPSTREAM_{name}_URL"
 DEFAULT_CONFIG = Path(__file__).parent.parent / "defaults" / "onegate.yaml"
 
+_UPSTREAM_VARIABLE = re.compile(r"^ONEGATE_UPSTREAM_(.+)_URL$")
 _HOST = re.compile(r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|[0-9A-Fa-f:.]+)$")
 
 
@@ -311,10 +312,20 @@ def _validate(document: Document, environ: Mapping[str, str]) -> GatewayConfig:
 
 def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str], source: str) -> None:
     upstreams = data.get("upstreams")
-    if not isinstance(upstreams, dict):
-        return
-    for name, upstream in upstreams.items():
-        variable = UPSTREAM_URL_ENV.format(name=str(name).upper().replace("-", "_"))
+    upstreams = upstreams if isinstance(upstreams, dict) else {}
+    variables = {upstream_variable(str(name)): name for name in upstreams}
+    # A variable naming no upstream is a typo that would silently leave the file's targets in
+    # place (traffic to the wrong backend), so it stops the gateway and names the valid ones.
+    for variable in sorted(environ):
+        found = _UPSTREAM_VARIABLE.match(variable)
+        if found and variable not in variables:
+            valid = ", ".join(f"{v} ({n})" for v, n in variables.items()) or "no upstreams"
+            raise ConfigError(
+                f"names no upstream of this configuration; valid: {valid}",
+                location=f"environment ({source})",
+                key=variable,
+            )
+    for variable, name in variables.items():
         value = environ.get(variable)
         if value is None:
             continue
@@ -325,8 +336,14 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str], sourc
             problem = target_problem(target)
             if problem:
                 raise ConfigError(problem, location=f"environment ({source})", key=variable)
+        upstream = upstreams[name]
         if isinstance(upstream, dict):
             upstream["targets"] = targets
+
+
+def upstream_variable(name: str) -> str:
+    """``ONEGATE_UPSTREAM_<NAME>_URL`` for the upstream ``name`` (``ai-agents``: ``AI_AGENTS``)."""
+    return UPSTREAM_URL_ENV.format(name=name.upper().replace("-", "_"))
 
 
 class Config:

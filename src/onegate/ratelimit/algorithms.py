@@ -25,6 +25,12 @@ in an instant across a boundary. Properties:
 Token bucket (continuous refill). ``limit`` tokens at most (the burst), refilled at
 ``limit / window`` tokens per second, one token per request. A refused request takes nothing.
 ``remaining`` is the whole tokens left, ``reset`` the time until the bucket is full again.
+
+Reset a client can trust. Whenever no request is left (the last one that fitted, or a
+refusal), ``reset_seconds`` is instead the time until the next request *will* fit under the
+algorithm in use: for the sliding window that is later than the end of the fixed window
+whenever the previous window still weighs on the estimate (a client that waited only for the
+window's end was refused again). A client that waits that long and retries is let through.
 """
 
 from __future__ import annotations
@@ -79,13 +85,17 @@ def sliding_window(counts: WindowCounts, limit: int, window: float, now: float) 
     previous = counts.previous
     current = counts.current
     estimate = previous * (1.0 - elapsed / window) + current
-    reset = window - elapsed
-    if estimate + 1 > limit:
-        return Decision(
-            False, limit, 0, reset, window_retry(previous, current, limit, window, elapsed)
-        )
+    if estimate + 1 > limit + EPSILON:
+        retry = window_retry(previous, current, limit, window, elapsed)
+        return Decision(False, limit, 0, retry, retry)
     counts.current = current + 1
-    return Decision(True, limit, math.floor(limit - estimate - 1), reset, 0.0)
+    remaining = math.floor(limit - estimate - 1 + EPSILON)
+    if remaining > 0:
+        return Decision(True, limit, remaining, window - elapsed, 0.0)
+    # The last request that fits: Reset says when the next one will (see Decision).
+    return Decision(
+        True, limit, 0, window_retry(previous, current + 1, limit, window, elapsed), 0.0
+    )
 
 
 def window_retry(previous: int, current: int, limit: int, window: float, elapsed: float) -> float:
@@ -109,10 +119,13 @@ def token_bucket(bucket: Bucket, limit: int, window: float, now: float) -> Decis
         tokens = min(limit, tokens + (now - stamp) * rate)
         stamp = now
     if tokens < 1 - EPSILON:
-        return Decision(False, limit, 0, (limit - tokens) / rate, (1 - tokens) / rate)
+        retry = (1 - tokens) / rate
+        return Decision(False, limit, 0, retry, retry)
     tokens = max(tokens - 1, 0.0)
     bucket.tokens = tokens
     bucket.stamp = stamp
     full = (limit - tokens) / rate
     bucket.expires = stamp + full
-    return Decision(True, limit, math.floor(tokens + EPSILON), full, 0.0)
+    remaining = math.floor(tokens + EPSILON)
+    # With no whole token left, Reset says when the next one will be (see Decision).
+    return Decision(True, limit, remaining, full if remaining > 0 else (1 - tokens) / rate, 0.0)

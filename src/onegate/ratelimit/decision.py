@@ -14,7 +14,9 @@ class Decision(NamedTuple):
     """Requests that would still be allowed right now: exactly 0 after the last one that fits,
     so the next one is refused."""
     reset_seconds: float
-    """Seconds until the quota resets: the end of the current window (sliding window), or until
-    the bucket is full again (token bucket)."""
+    """When nothing is left (``remaining`` 0, allowed or refused): seconds until the next request
+    will be allowed, the time a client can wait and retry. Otherwise: seconds until the quota
+    resets, the end of the current window (sliding window) or until the bucket is full again
+    (token bucket)."""
     retry_after: float
     """Seconds until a refused request would be allowed; 0 when this one was allowed."""

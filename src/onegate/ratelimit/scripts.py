@@ -35,20 +35,23 @@ if stored ~= index then
 end
 local elapsed = math.min(math.max(now - index * window, 0), window)
 local estimate = previous * (1 - elapsed / window) + current
-local reset = window - elapsed
-if estimate + 1 > limit then
+local function retry_after(current)
   local room = limit - 1
-  local retry
   if current <= room then
-    retry = (1 - (room - current) / previous) * window - elapsed
-  else
-    retry = (window - elapsed) + window * (1 - room / current)
+    return (1 - (room - current) / previous) * window - elapsed
   end
-  return {0, 0, string.format('%.17g', reset), string.format('%.17g', retry)}
+  return (window - elapsed) + window * (1 - room / current)
+end
+if estimate + 1 > limit + 1e-9 then
+  local retry = string.format('%.17g', retry_after(current))
+  return {0, 0, retry, retry}
 end
 redis.call('HSET', KEYS[1], 'i', string.format('%.17g', index), 'c', current + 1, 'p', previous)
 redis.call('PEXPIRE', KEYS[1], math.ceil(((index + 2) * window - now) * 1000))
-return {1, math.floor(limit - estimate - 1), string.format('%.17g', reset), '0'}
+local remaining = math.floor(limit - estimate - 1 + 1e-9)
+local reset = window - elapsed
+if remaining <= 0 then reset = retry_after(current + 1) end
+return {1, remaining, string.format('%.17g', reset), '0'}
 """
 )
 
@@ -68,13 +71,16 @@ if now > stamp then
   stamp = now
 end
 if tokens < 1 - 1e-9 then
-  return {0, 0, string.format('%.17g', (limit - tokens) / rate),
-          string.format('%.17g', (1 - tokens) / rate)}
+  local retry = string.format('%.17g', (1 - tokens) / rate)
+  return {0, 0, retry, retry}
 end
 tokens = math.max(tokens - 1, 0)
 local full = (limit - tokens) / rate
 redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 's', string.format('%.17g', stamp))
 redis.call('PEXPIRE', KEYS[1], math.ceil(full * 1000))
-return {1, math.floor(tokens + 1e-9), string.format('%.17g', full), '0'}
+local remaining = math.floor(tokens + 1e-9)
+local reset = full
+if remaining <= 0 then reset = (1 - tokens) / rate end
+return {1, remaining, string.format('%.17g', reset), '0'}
 """
 )

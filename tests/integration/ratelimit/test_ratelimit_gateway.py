@@ -96,7 +96,10 @@ def test_remaining_counts_down_to_zero_and_the_next_is_a_problem(gw: Caller) -> 
     allowed = [gw.get("/per-ip/x", ip) for _ in range(3)]
     assert [r.status_code for r in allowed] == [200, 200, 200]
     assert [limits(r) for r in allowed] == [("3", n, "3;w=3600") for n in ("2", "1", "0")]
-    assert all(1 <= int(r.headers["ratelimit-reset"]) <= HOUR for r in allowed)
+    assert all(1 <= int(r.headers["ratelimit-reset"]) <= HOUR for r in allowed[:2])
+    # Nothing left: Reset is when the next request fits: the window's end, then until the 3
+    # weigh 2 (a third of the next window).
+    assert HOUR // 3 <= int(allowed[2].headers["ratelimit-reset"]) <= 4 * HOUR // 3 + 1
 
     refused = gw.get("/per-ip/x", ip)
     assert refused.status_code == 429
@@ -104,6 +107,7 @@ def test_remaining_counts_down_to_zero_and_the_next_is_a_problem(gw: Caller) -> 
     assert refused.headers["cache-control"] == "no-store"
     assert limits(refused) == ("3", "0", "3;w=3600")
     assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["retry-after"] == refused.headers["ratelimit-reset"]
     problem = refused.json()
     assert problem["type"] == "https://onegate.dev/problems/rate-limited"
     assert problem["status"] == 429

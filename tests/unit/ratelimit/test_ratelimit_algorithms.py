@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -22,7 +23,12 @@ def test_window_counts_down_to_zero_and_refuses_the_next() -> None:
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
     assert decisions[3].retry_after > 0
-    assert all(d.limit == 3 and d.reset_seconds == 10.0 for d in decisions)
+    assert all(d.limit == 3 for d in decisions)
+    # While some is left, Reset is the end of the fixed window; once none is, the time the next
+    # request fits: the window's end (10 s) and then 3 * (1 - g) <= 2 (3.33 s more).
+    assert [d.reset_seconds for d in decisions[:2]] == [10.0, 10.0]
+    assert decisions[2].reset_seconds == pytest.approx(10 + 10 / 3)
+    assert decisions[3].reset_seconds == decisions[3].retry_after == pytest.approx(10 + 10 / 3)
 
 
 def test_window_refusals_are_not_counted() -> None:
@@ -111,6 +117,37 @@ def test_remaining_is_exactly_what_is_allowed_right_now(algorithm: str) -> None:
     assert checked > 100
 
 
+@pytest.mark.parametrize("algorithm", ["sliding_window", "token_bucket"])
+def test_waiting_reset_when_nothing_is_left_is_enough_and_needed(algorithm: str) -> None:
+    """Whatever the history, once remaining is 0 (allowed or refused), a request after
+    ``reset_seconds`` is allowed and one just before it is refused."""
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(400):
+        limit = rng.randint(1, 12)
+        window = rng.choice([0.5, 1.0, 7.0, 60.0])
+        now = rng.uniform(0, 1000)
+        state = WindowCounts() if algorithm == "sliding_window" else Bucket(limit, now)
+        for _ in range(rng.randint(0, 30)):
+            now += rng.expovariate(limit / window)
+            hit(state, limit, window, now)
+        now += rng.uniform(0, window)
+        decision = hit(state, limit, window, now)
+        while decision.remaining > 0:
+            decision = hit(state, limit, window, now)
+        if not decision.allowed:
+            assert decision.retry_after == decision.reset_seconds
+        assert decision.reset_seconds > 0
+        # Copies, so probing "just before" does not count against "just after".
+        before, after = copy.deepcopy(state), copy.deepcopy(state)
+        margin = window * 1e-6
+        if decision.reset_seconds > margin:
+            assert not hit(before, limit, window, now + decision.reset_seconds - margin).allowed
+        assert hit(after, limit, window, now + decision.reset_seconds + margin).allowed
+        checked += 1
+    assert checked == 400
+
+
 # --- token bucket --------------------------------------------------------------------------
 
 
@@ -124,7 +161,10 @@ def test_bucket_counts_down_to_zero_and_refuses_the_next() -> None:
     assert [d.remaining for d in decisions] == [2, 1, 0, 0]
     # One token a second: the next one in 1 s; full again 3 s after the last was taken.
     assert decisions[3].retry_after == pytest.approx(1.0)
-    assert decisions[2].reset_seconds == pytest.approx(3.0)
+    assert decisions[1].reset_seconds == pytest.approx(2.0)  # full again in 2 s
+    # No token left: Reset is when the next one is there, not when the bucket is full.
+    assert decisions[2].reset_seconds == pytest.approx(1.0)
+    assert decisions[3].reset_seconds == pytest.approx(1.0)
 
 
 def test_bucket_refills_continuously_up_to_the_burst() -> None:

@@ -37,7 +37,7 @@ async def test_sliding_window_slides(store: Store) -> None:
         await store.hit("ip:1", rule, 1000.0)
     refused = await store.hit("ip:1", rule, 1004.0)
     assert refused.retry_after == pytest.approx(6 + 10 / 3)
-    assert refused.reset_seconds == pytest.approx(6.0)
+    assert refused.reset_seconds == refused.retry_after  # when a retry fits, not the window's end
     assert not (await store.hit("ip:1", rule, 1004.0 + refused.retry_after - 0.01)).allowed
     assert (await store.hit("ip:1", rule, 1004.0 + refused.retry_after + 0.01)).allowed
     later = [await store.hit("ip:1", rule, 1030.0) for _ in range(4)]
@@ -50,10 +50,12 @@ async def test_token_bucket_refills(store: Store) -> None:
         await store.hit("k:1", rule, 1000.0)
     refused = await store.hit("k:1", rule, 1000.25)
     assert refused.retry_after == pytest.approx(0.75)
-    assert refused.reset_seconds == pytest.approx(2.75)
+    assert refused.reset_seconds == pytest.approx(0.75)
     allowed = await store.hit("k:1", rule, 1001.0)
     assert allowed.allowed and allowed.remaining == 0
-    assert allowed.reset_seconds == pytest.approx(3.0)
+    assert allowed.reset_seconds == pytest.approx(1.0)  # the next token, not a full bucket
+    more = await store.hit("k:2", rule, 1001.0)
+    assert more.remaining == 2 and more.reset_seconds == pytest.approx(1.0)  # full again
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -5,7 +5,8 @@ Runs after auth, so a policy can count per principal or per API key. A route's p
 looked up once per request in a dict built with the configuration; a route without any costs
 that lookup and nothing else. Every allowed response carries the ``RateLimit-*`` headers of
 the tightest policy (the fewest requests left); a refusal carries those of the policy that
-refused, plus ``Retry-After``.
+refused, plus ``Retry-After``. Once nothing is left, ``RateLimit-Reset`` and ``Retry-After``
+are both the time at which the next request will be allowed (see ``ratelimit.decision``).
 
 When the store can't be reached the configuration decides: ``open`` lets the request through
 (without RateLimit headers, since nothing was counted), ``closed`` answers 503 with
@@ -98,7 +99,9 @@ class RateLimitStage(Stage):
                 raise TooManyRequests(
                     f"Rate limit {policy.name!r} exceeded: {policy.limit} requests per "
                     f"{policy.window_seconds:g} s",
-                    retry_after=math.ceil(decision.retry_after),
+                    # The same whole seconds as RateLimit-Reset, rounded up: a client that
+                    # waits either one and retries is let through (unless it spent it elsewhere).
+                    retry_after=whole_seconds(decision.retry_after),
                 )
             if tightest is None or decision.remaining < tightest[1].remaining:
                 tightest = (rule, decision)
@@ -119,5 +122,10 @@ def add_headers(exchange: Exchange, rule: Rule, decision: Decision) -> None:
     """RateLimit-* headers (draft-ietf-httpapi-ratelimit-headers) on whatever is answered."""
     exchange.add_response_header(LIMIT, rule.limit_header)
     exchange.add_response_header(REMAINING, str(decision.remaining).encode())
-    exchange.add_response_header(RESET, str(max(1, math.ceil(decision.reset_seconds))).encode())
+    exchange.add_response_header(RESET, str(whole_seconds(decision.reset_seconds)).encode())
     exchange.add_response_header(POLICY, rule.policy_header)
+
+
+def whole_seconds(seconds: float) -> int:
+    """Seconds for a header: rounded up, never 0, so that waiting this long is always enough."""
+    return max(1, math.ceil(seconds))
