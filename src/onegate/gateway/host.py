@@ -25,6 +25,7 @@ _NAME = re.compile(rb"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?\Z")
 _PORT = re.compile(rb"[0-9]{1,5}\Z")
 _MAX_NAME = 253
 
+
 # Real traffic repeats a handful of Host values, and the check runs for every request (the
 # guard and the forwarding headers both ask), so answers are kept, in a bounded LRU cache
 # that clients sending random hosts can churn but never grow.

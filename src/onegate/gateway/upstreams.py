@@ -240,6 +240,7 @@ class AsgiTarget(Target):
 
 _END = object()
 
+
 class AsgiResponse:
     """Runs an in-process ASGI app as an upstream exchange.
 
