@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from onegate.auth.principal import Principal
+from onegate.errors import OnegateError
+from onegate.gateway.headers import ForwardedInfo
+from onegate.gateway.routing import RouteMatch
+from onegate.gateway.upstreams import Target, Upstream
 from onegate.types import Message, Scope
-
-if TYPE_CHECKING:
-    from onegate.auth.principal import Principal
-    from onegate.errors import OnegateError
-    from onegate.gateway.headers import ForwardedInfo
-    from onegate.gateway.routing import RouteMatch
-    from onegate.gateway.upstreams import Target, Upstream
 
 SCOPE_KEY = "onegate.exchange"
 
