@@ -188,6 +188,12 @@ class Connection(asyncio.Protocol):
             return tls_failure(
                 exc, f"{pool.host}:{pool.port}", pool.server_hostname or pool.host, handshake=False
             )
+        if self.pool.tls is not None and not self._any_byte and not self.reused:
+            # Some servers end a refused TLS session without an alert: say what it may mean.
+            return UpstreamResetError(
+                "upstream closed a new TLS connection before answering (if it requires a "
+                "client certificate, set the upstream's tls.client_cert)"
+            )
         return UpstreamResetError("upstream closed the connection before the response was complete")
 
     def pause_writing(self) -> None:
