@@ -11,6 +11,12 @@ at 1 connection, after a warm-up. A "direct" row loads the upstream itself, for 
 Results go to ``<out>/proxy.json`` and ``<out>/proxy.md``; only ratios within one run are
 meaningful. Generated configs, pid files and logs live in ``benchmarks/.work/proxy/``.
 
+``--tls`` runs the TLS comparison instead: onegate in front of the same nginx upstream over
+plaintext and over TLS (a second nginx server block with a certificate from a CA this script
+makes; onegate verifies it with ``tls.ca_file``), alternated, ``TLS_ROUNDS`` times each; the
+report (``<out>/proxy_tls.md`` and ``.json``) gives the median of each figure. The listener
+stays plain HTTP: this measures the upstream side only.
+
 Needs root only if nginx or wrk are missing (they are installed with apt-get).
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import platform
@@ -31,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -93,6 +100,35 @@ http {
 
     server {
         listen $host:$port;
+        location / {
+            default_type application/json;
+            return 200 '$body';
+        }
+    }
+}
+""")
+
+NGINX_TLS_UPSTREAM_CONF = Template("""\
+worker_processes 1;
+daemon off;
+pid $work/upstream-tls.pid;
+error_log $work/upstream-tls.error.log warn;
+
+events { worker_connections 1024; }
+
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $work/upstream-tls-temp/body;
+    proxy_temp_path $work/upstream-tls-temp/proxy;
+
+    server {
+        listen $host:$port ssl;
+        ssl_certificate $cert;
+        ssl_certificate_key $key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;
         location / {
             default_type application/json;
             return 200 '$body';
@@ -432,13 +468,18 @@ observability: {{metrics: {{enabled: true}}, access_log: {{enabled: true}}}}
 PLAIN_SECTIONS = "observability: {metrics: {enabled: false}, access_log: {enabled: false}}\n"
 
 
-def onegate_config(port: int, upstream_port: int, edge: bool = False) -> str:
+def onegate_config(
+    port: int, upstream_port: int, edge: bool = False, tls_ca: Path | None = None
+) -> str:
     """Routing, header hygiene, request ids and breakers are always on; ``edge`` adds JWT
-    auth, a rate limit, metrics and the access log."""
+    auth, a rate limit, metrics and the access log; ``tls_ca`` reaches the upstream over TLS,
+    trusting that CA file."""
+    scheme = "https" if tls_ca is not None else "http"
+    tls = f", tls: {{ca_file: {tls_ca}}}" if tls_ca is not None else ""
     lines = [
         f"server: {{host: {HOST}, port: {port}, workers: 1, watch_config: false}}",
         "upstreams:",
-        f'  bench: {{targets: ["http://{HOST}:{upstream_port}"]}}',
+        f'  bench: {{targets: ["{scheme}://{HOST}:{upstream_port}"]{tls}}}',
         "routes:",
         "  - {name: bench, match: {prefix: /api}, upstream: bench}",
     ]
@@ -450,11 +491,15 @@ def onegate_config(port: int, upstream_port: int, edge: bool = False) -> str:
     return "\n".join(lines) + "\n" + (EDGE_SECTIONS if edge else PLAIN_SECTIONS)
 
 
-def onegate_service(name: str, port: int, upstream_port: int, binary: Path) -> Service:
+def onegate_service(
+    name: str, port: int, upstream_port: int, binary: Path, tls_ca: Path | None = None
+) -> Service:
     if not binary.exists():
         raise BenchError(f"{binary} not found; install onegate into this venv (pip install -e .)")
     config = WORK_DIR / f"{name}.yaml"
-    config.write_text(onegate_config(port, upstream_port, edge=name == "onegate-edge"))
+    config.write_text(
+        onegate_config(port, upstream_port, edge=name == "onegate-edge", tls_ca=tls_ca)
+    )
     # Environment overrides would redirect the upstream; keep the generated config authoritative.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
     env[BENCH_SECRET_ENV] = BENCH_SECRET
@@ -606,6 +651,205 @@ def bench_proxy(name: str, upstream_port: int, duration: int, onegate_bin: Path)
         if service is not None:
             service.stop()
     return row
+
+
+# --- TLS to the upstream ------------------------------------------------------------------------
+
+TLS_ROUNDS = 3
+TLS_VARIANTS = ("plaintext", "tls")
+
+
+def make_tls_files() -> tuple[Path, Path, Path]:
+    """A CA and a certificate for ``HOST`` signed by it: (ca.pem, server.crt, server.key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = WORK_DIR / "tls"
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    valid = (now - timedelta(hours=1), now + timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "onegate bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "server.crt", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def bench_tls(
+    plain_port: int, tls_port: int, ca_file: Path, duration: int, onegate_bin: Path
+) -> dict[str, list[Row]]:
+    """onegate to the plaintext and to the TLS upstream, alternated, ``TLS_ROUNDS`` times."""
+    runs: dict[str, list[Row]] = {variant: [] for variant in TLS_VARIANTS}
+    for round_number in range(1, TLS_ROUNDS + 1):
+        for variant in TLS_VARIANTS:
+            name = f"onegate-{variant}"
+            row = Row(name)
+            port = free_port()
+            tls = variant == "tls"
+            service = onegate_service(
+                name,
+                port,
+                tls_port if tls else plain_port,
+                onegate_bin,
+                tls_ca=ca_file if tls else None,
+            )
+            log(f"round {round_number}/{TLS_ROUNDS}: {name}")
+            try:
+                service.start()
+                wait_ready(service, port)
+                measure(row, port, duration, service)
+            except (BenchError, OSError) as exc:
+                row.status, row.error = "failed", str(exc)
+                log(f"{name}: FAILED: {exc}")
+            finally:
+                service.stop()
+            runs[variant].append(row)
+    return runs
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def tls_summary(runs: dict[str, list[Row]]) -> dict[str, dict[str, Any]]:
+    """Per variant: the median of each figure over its valid runs, and every run's req/s."""
+    summary: dict[str, dict[str, Any]] = {}
+    for variant, rows in runs.items():
+        valid = [row for row in rows if row.valid]
+        figures: dict[str, Any] = {"runs": len(rows), "valid_runs": len(valid)}
+        for connections in CONNECTIONS:
+            if valid:
+                rps = [row.loads[connections].rps for row in valid]
+                p50 = [row.loads[connections].p50_ms for row in valid]
+                figures[f"rps@{connections}"] = _median(rps)
+                figures[f"p50_ms@{connections}"] = _median(p50)
+                figures[f"rps_runs@{connections}"] = rps
+        summary[variant] = figures
+    return summary
+
+
+def tls_markdown(summary: dict[str, dict[str, Any]], machine: dict[str, Any], command: str) -> str:
+    out = [
+        "# Proxy benchmark: TLS to the upstream",
+        "",
+        f"{machine['date']} · {machine['cpu_model']} · {machine['nproc']} CPUs · "
+        f"Python {machine['python']} · {machine['nginx']} · commit {machine['git_commit']}",
+        "",
+        f"`{command}` — onegate (one worker, core {PROXY_CORE}) in front of one nginx upstream "
+        f"(core {LOAD_CORE}, with wrk), plaintext and TLS alternated, {TLS_ROUNDS} runs each of "
+        f"{machine['duration_s']} s after a {machine['warmup_s']} s warm-up; medians.",
+        "",
+        "| upstream | req/s @32 | p50 @32 (ms) | req/s @1 | p50 @1 (ms) | req/s @32, each run |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for variant in TLS_VARIANTS:
+        figures = summary[variant]
+        if not figures["valid_runs"]:
+            out.append(f"| {variant} | FAILED | | | | |")
+            continue
+        each = ", ".join(f"{value:,.0f}" for value in figures["rps_runs@32"])
+        out.append(
+            f"| {variant} | {figures['rps@32']:,.0f} | {figures['p50_ms@32']:.3f} | "
+            f"{figures['rps@1']:,.0f} | {figures['p50_ms@1']:.3f} | {each} |"
+        )
+    plain, tls = summary["plaintext"], summary["tls"]
+    if plain["valid_runs"] and tls["valid_runs"]:
+        out += [
+            "",
+            f"TLS vs plaintext: req/s @32 {tls['rps@32'] / plain['rps@32']:.2f}x, "
+            f"p50 @1 +{tls['p50_ms@1'] - plain['p50_ms@1']:.3f} ms.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def run_tls(args: argparse.Namespace, command: str) -> int:
+    upstreams: list[Service] = []
+    try:
+        ensure_tools()
+        WORK_DIR.mkdir(parents=True, exist_ok=True)
+        (WORK_DIR / "upstream-tls-temp").mkdir(exist_ok=True)
+        kill_stale_processes()
+        machine = machine_info(args.duration)
+        ca_file, cert, key = make_tls_files()
+        plain_port, tls_port = free_port(), free_port()
+        plain = upstream_service(plain_port)
+        secure = nginx_service(
+            "upstream-tls",
+            NGINX_TLS_UPSTREAM_CONF,
+            LOAD_CORE,
+            port=tls_port,
+            body=UPSTREAM_BODY,
+            cert=cert,
+            key=key,
+        )
+        upstreams = [plain, secure]
+        plain.start()
+        wait_ready(plain, plain_port)
+        secure.start()
+        time.sleep(0.5)  # a TLS port: wait_ready speaks plain HTTP; onegate checks it below
+        if secure.exit_code() is not None:
+            raise BenchError(f"the TLS upstream nginx exited; see {secure.log_path}")
+        runs = bench_tls(plain_port, tls_port, ca_file, args.duration, args.onegate_bin)
+    except (BenchError, OSError) as exc:
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; processes stopped, no results written", file=sys.stderr)
+        return 130
+    finally:
+        for service in upstreams:
+            service.stop()
+    summary = tls_summary(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = tls_markdown(summary, machine, command)
+    (args.out / "proxy_tls.md").write_text(report)
+    document = {"machine": machine, "command": command, "summary": summary}
+    document["runs"] = {
+        variant: [{"status": r.status, "error": r.error, "valid": r.valid} for r in rows]
+        for variant, rows in runs.items()
+    }
+    (args.out / "proxy_tls.json").write_text(json.dumps(document, indent=2) + "\n")
+    print(report)
+    log(f"wrote {args.out / 'proxy_tls.md'} and {args.out / 'proxy_tls.json'}")
+    return 0 if all(row.valid for rows in runs.values() for row in rows) else 1
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -763,6 +1007,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated proxies to run, from {','.join(PROXIES)} (default: all)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="compare onegate to a plaintext and to a TLS upstream instead (see above)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="results directory (default %(default)s)"
     )
     parser.add_argument(
@@ -793,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
     if not {PROXY_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
         print(f"needs cores {PROXY_CORE} and {LOAD_CORE} available", file=sys.stderr)
         return 2
+    if args.tls:
+        return run_tls(args, command)
     upstream: Service | None = None
     try:
         ensure_tools()

@@ -200,6 +200,37 @@ class UpstreamConnectError(UpstreamError):
     never_sent = True
 
 
+class UpstreamTlsError(UpstreamError):
+    """TLS with the upstream failed: its certificate was not accepted, or the handshake was
+    refused. ``reason`` is one of :data:`TLS_FAILURE_REASONS` (a bounded metric label).
+
+    ``never_sent`` is True when the handshake failed, so nothing of the request could have
+    been read by the upstream; an error on an established TLS session is not that."""
+
+    slug = "upstream-tls-error"
+    title = "TLS with the upstream failed"
+
+    def __init__(self, detail: str, *, reason: str, never_sent: bool = True) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.never_sent = never_sent
+
+
+#: Why TLS with an upstream failed, as counted in ``onegate_upstream_tls_failures_total``.
+TLS_FAILURE_REASONS = frozenset(
+    {
+        "expired",
+        "not-yet-valid",
+        "unknown-ca",
+        "name-mismatch",
+        "revoked",
+        "invalid-certificate",
+        "client-certificate-refused",
+        "handshake",
+    }
+)
+
+
 class UpstreamResetError(UpstreamError):
     """The upstream closed or reset the connection before a complete response."""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -112,7 +113,11 @@ class _State:
 class RawUpstream:
     """A scriptable HTTP/1.1 server on a free loopback port, served from a background thread."""
 
-    def __init__(self, *script: Action, default: Action | None = None) -> None:
+    def __init__(
+        self, *script: Action, default: Action | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: serve HTTPS with this server context (see ``helpers.tls``)."""
+        self.tls = tls
         self._lock = threading.Lock()
         self._state = _State(deque(script), default or Reply())
         self._ready = threading.Event()
@@ -126,7 +131,7 @@ class RawUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     @property
     def requests(self) -> list[Received]:
@@ -209,7 +214,7 @@ class RawUpstream:
             finally:
                 handlers.discard(task)
 
-        server = await asyncio.start_server(on_connect, HOST, 0, limit=_MAX_HEAD)
+        server = await asyncio.start_server(on_connect, HOST, 0, limit=_MAX_HEAD, ssl=self.tls)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:

@@ -197,7 +197,7 @@ def test_empty_targets() -> None:
     [
         "ftp://127.0.0.1:21",
         "127.0.0.1:3000",
-        "https://api.example.com",
+        "https://api.example.com/v1",  # https is a target (issue 10), a path still is not
         "http://api.example.com/v1",
         "http://two words:80",
         "asgi:module_without_attribute",

@@ -16,6 +16,7 @@ from onegate.errors import ConfigError
 from onegate.gateway.config import Config, load_config
 from onegate.gateway.process import ProcessState
 from onegate.gateway.runtime import Runtime
+from onegate.gateway.tls import ListenerCertificate
 from onegate.gateway.upstreams import Upstream
 from onegate.http import http_date
 from onegate.types import Receive, Scope, Send
@@ -36,6 +37,11 @@ class Gateway:
         self.process = process if process is not None else ProcessState()
         """What outlives every reload (metrics, rate-limit stores, keys, request ids)."""
         self.runtime = Runtime(config, self.process)
+        tls = config.gateway.server.tls
+        self.listener = ListenerCertificate(tls, config.directory) if tls is not None else None
+        """The TLS listener's certificate (None: plain HTTP). Its context is the one the
+        server listens with (``GatewayServer.startup``), so reloading it here reaches new
+        connections; open ones keep their certificate."""
         self.loaded_at = time.time()
         self.reloads = 0
         self.last_reload_error: str | None = None
@@ -100,7 +106,9 @@ class Gateway:
         except ConfigError as error:
             self.last_reload_error = str(error)
             logger.error("configuration rejected, still serving the previous one: %s", error)
+            self._reload_listener(previous.source)  # SIGHUP still renews the certificate
             return False
+        self._reload_listener(config)
         self._fingerprint = config.digest
         runtime.start()
         self.runtime = runtime
@@ -115,6 +123,21 @@ class Gateway:
             task.add_done_callback(self._retiring.discard)
         logger.info("configuration reloaded (%d routes)", len(runtime.config.routes))
         return True
+
+    def _reload_listener(self, config: Config) -> None:
+        """Load the listener's certificate again if its files (or their paths) changed."""
+        tls = config.gateway.server.tls
+        if self.listener is None:
+            if tls is not None:
+                logger.warning("server.tls was added: restart the gateway to serve HTTPS")
+            return
+        if tls is None:
+            logger.warning("server.tls was removed: still serving HTTPS until a restart")
+            return
+        try:
+            self.listener.use(tls, config.directory)
+        except ConfigError as error:
+            logger.error("listener certificate not reloaded, the previous one stays: %s", error)
 
     async def _retire(self, upstream: Upstream) -> None:
         """Close a dropped upstream once its in-flight requests are done (or after the grace)."""
@@ -137,7 +160,11 @@ class Gateway:
             await asyncio.sleep(1.0)
             self.runtime.sweep()
             source = self.runtime.source
-            if source.path is None or not self.runtime.config.server.watch_config:
+            if not self.runtime.config.server.watch_config:
+                continue
+            if self.listener is not None:
+                self.listener.poll()  # a renewed certificate, written over the same files
+            if source.path is None:
                 continue
             try:
                 fingerprint = hashlib.sha256(

@@ -108,7 +108,7 @@ def target_problem(target: str) -> str | None:
             return f"{target!r}: expected asgi:module:attribute"
         return None
     shown = URL_CREDENTIALS.sub(r"\1********@", target)  # never echo a password
-    expected = f"{shown!r}: expected http://host:port or asgi:module:attribute"
+    expected = f"{shown!r}: expected http://host:port, https://host:port or asgi:module:attribute"
     if "@" in target.split("//", 1)[-1].split("/", 1)[0]:
         return f"{shown!r}: credentials in a target URL are not supported"
     try:
@@ -116,7 +116,12 @@ def target_problem(target: str) -> str | None:
         port = parts.port
     except ValueError:
         return f"{shown!r}: the port must be a number from 1 to 65535"
-    if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username
+        or parts.password
+    ):
         return expected
     if not _HOST.match(parts.hostname):
         return f"{target!r}: {parts.hostname!r} is not a host name or IP address"
@@ -127,9 +132,44 @@ def target_problem(target: str) -> str | None:
     return None
 
 
+class UpstreamTls(Model):
+    """How the gateway speaks TLS to an upstream's ``https://`` targets (``http://`` and
+    ``asgi:`` targets ignore it). The certificate is always verified unless ``verify`` is off.
+
+    File paths are relative to the configuration file. They are read when the upstream is
+    built: at start-up, and on a reload that changes this upstream's settings."""
+
+    ca_file: str | None = None
+    """PEM file of the CA certificates trusted to sign the targets' certificates, used instead
+    of the system trust store (a private CA). None: the system trust store (with certifi's
+    bundle as a fallback where the system has none)."""
+    server_name: str | None = None
+    """Name sent in SNI and checked against the certificate, instead of the target's host. For
+    targets addressed by IP or by an internal name their certificate does not carry. The
+    ``Host`` header stays the target's host and port."""
+    client_cert: str | None = None
+    """PEM certificate (chain) presented to targets that require mutual TLS."""
+    client_key: str | None = None
+    """PEM private key of ``client_cert`` (unencrypted); None when ``client_cert`` holds it."""
+    verify: bool = True
+    """Verify the targets' certificates and names. Turning it off accepts any certificate
+    (anyone on the path can then read and change the traffic); it is logged at start-up."""
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> UpstreamTls:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        if self.server_name is not None and not _HOST.match(self.server_name):
+            raise ValueError(f"server_name {self.server_name!r} is not a host name")
+        return self
+
+
 class UpstreamConfig(Model):
     targets: list[str] = Field(min_length=1)
-    """``http://host:port`` URLs, or ``asgi:module:attribute`` for an in-process ASGI app."""
+    """``http://host:port`` or ``https://host:port`` URLs (the port defaults to 80 and 443),
+    or ``asgi:module:attribute`` for an in-process ASGI app."""
+    tls: UpstreamTls = UpstreamTls()
+    """TLS settings for ``https://`` targets: trusted CAs, server name, client certificate."""
     balance: Literal["round_robin", "least_outstanding"] = "round_robin"
     pool: Pool = Pool()
     health: HealthCheck | None = None
@@ -232,6 +272,21 @@ class ClientTimeouts(Model):
     while the client waits for ``100 Continue``."""
 
 
+class ListenerTls(Model):
+    """Serve HTTPS (and WSS) with this certificate instead of plain HTTP.
+
+    The pair is loaded again, for new connections, on SIGHUP and when either file changes
+    (checked every second with ``watch_config``), without a restart; connections already
+    open keep the certificate they started with. A pair that cannot be loaded (missing file,
+    key not matching) is logged and the previous one stays in use. Paths are relative to the
+    configuration file."""
+
+    cert_file: str
+    """PEM certificate chain: the server's certificate first, then its intermediates."""
+    key_file: str
+    """PEM private key of the certificate (unencrypted)."""
+
+
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -258,7 +313,12 @@ class ServerConfig(Model):
     drain_seconds: Seconds = 30.0
     """On SIGTERM, how long in-flight requests and streams may take to finish."""
     watch_config: bool = True
-    """Reload when the config file changes (SIGHUP always reloads)."""
+    """Reload when the config file, or the listener's certificate files, change (SIGHUP
+    always reloads)."""
+    tls: ListenerTls | None = None
+    """Serve HTTPS with a certificate and key; None (the default) serves plain HTTP, for a
+    gateway behind a load balancer that ends TLS. Enabling or disabling it needs a restart;
+    a new certificate does not."""
 
 
 class GatewayConfig(Model):

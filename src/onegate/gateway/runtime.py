@@ -7,6 +7,8 @@ health state and breakers survive a reload.
 
 from __future__ import annotations
 
+import logging
+
 from onegate.errors import ConfigError
 from onegate.gateway.admin.surface import AdminSurface
 from onegate.gateway.config import Config, GatewayConfig
@@ -24,8 +26,11 @@ from onegate.gateway.stages.guard import GuardStage
 from onegate.gateway.stages.match import MatchStage
 from onegate.gateway.stages.observe import ObserveStage
 from onegate.gateway.stages.ratelimit import RateLimitStage
+from onegate.gateway.tls import client_context
 from onegate.gateway.upstreams import Upstream
 from onegate.types import ASGIApp
+
+logger = logging.getLogger("onegate.gateway")
 
 STAGES = (ObserveStage, ErrorsStage, GuardStage, MatchStage, CorsStage, AuthStage, RateLimitStage)
 
@@ -56,8 +61,19 @@ class Runtime:
             if old is not None and old.config == upstream_config:
                 self.upstreams[name] = old
                 continue
+            tls = None
+            if any(t.startswith("https:") for t in upstream_config.targets):
+                try:
+                    tls = client_context(upstream_config.tls, source.directory)
+                except ConfigError as exc:
+                    where = ("tls", exc.key) if exc.key else ("tls",)
+                    raise source.error(exc.detail, "upstreams", name, *where) from exc
+                if not upstream_config.tls.verify:
+                    logger.warning(
+                        "upstream %s: TLS certificates are NOT verified (tls.verify: false)", name
+                    )
             try:
-                self.upstreams[name] = Upstream(name, upstream_config)
+                self.upstreams[name] = Upstream(name, upstream_config, tls=tls)
             except ConfigError as exc:
                 raise source.error(exc.detail, "upstreams", name, "targets") from exc
         # Everything the stages are built from exists before the first stage is: the gateway's

@@ -4,6 +4,11 @@ uvicorn gives us the HTTP/1.1 and WebSocket server, ``--workers`` supervision an
 shutdown: on SIGTERM it stops accepting, lets in-flight requests and streams finish for up to
 ``server.drain_seconds``, then exits. SIGHUP reloads the configuration in place (each worker
 reloads itself), instead of uvicorn's default of restarting the workers.
+
+With ``server.tls`` the workers listen with TLS, but not through uvicorn's ``ssl_certfile``:
+uvicorn would build a context the gateway cannot reach. Each worker's gateway app owns its
+context (:class:`onegate.gateway.tls.ListenerCertificate`) and reloads the certificate into it;
+:meth:`GatewayServer.startup` hands that same object to uvicorn before it listens.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from onegate.errors import ConfigError
+from onegate.gateway.app import Gateway
 from onegate.gateway.config import CONFIG_ENV, Config
 from onegate.gateway.runtime import Runtime
+from onegate.gateway.tls import ListenerCertificate
 from onegate.observability.multiprocess import metrics_directory, worker_exited
 
 logger = logging.getLogger("uvicorn.error")  # where uvicorn's supervisor logs its own lines
@@ -144,6 +152,14 @@ class GatewayServer(uvicorn.Server):
 
     _loop: asyncio.AbstractEventLoop | None = None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn has loaded the app (config.load) and not listened yet: listen with the
+        # context the gateway reloads certificates into.
+        gateway = _gateway_of(self.config.loaded_app)
+        if gateway is not None and gateway.listener is not None:
+            self.config.ssl = gateway.listener.context
+        await super().startup(sockets)
+
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
@@ -173,6 +189,17 @@ class GatewayServer(uvicorn.Server):
         finally:
             for sig, handler in originals.items():
                 signal.signal(sig, handler)
+
+
+def _gateway_of(app: object) -> Gateway | None:
+    """The gateway app inside whatever uvicorn wrapped it in (its middlewares keep ``.app``)."""
+    for _ in range(8):
+        if isinstance(app, Gateway):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
 
 
 def default_workers() -> int:
@@ -220,6 +247,12 @@ def serve(
         # fails here, as one ConfigError. Inside the directory's context: building it creates
         # this process's metric objects, which must write to the shared files.
         Runtime(config)
+        if server_config.tls is not None:
+            # A missing or mismatched certificate stops the start here, as one line.
+            try:
+                ListenerCertificate(server_config.tls, config.directory)
+            except ConfigError as exc:
+                raise config.error(exc.detail, "server", "tls") from exc
         if workers == 1:
             server.run()
             return

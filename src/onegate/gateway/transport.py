@@ -30,6 +30,13 @@ could frame a body two ways is refused: more than one Transfer-Encoding, any cod
 llhttp itself (strict by default) refuses duplicate or malformed Content-Length, Content-Length
 with Transfer-Encoding, bad chunk sizes, obs-fold, control characters in values and bare LF.
 The head is limited to ``max_head_bytes``, counted as it arrives so memory stays bounded.
+
+TLS (``https://`` targets): the pool is given an :class:`ssl.SSLContext` and the name to send
+in SNI and to check the certificate against. The handshake is part of connecting, so the
+connect timeout covers it and a failed handshake is an :class:`UpstreamTlsError` (the
+request never left, like a refused connection). A pooled connection keeps its TLS session:
+reuse skips the handshake. Everything above (framing, backpressure, timeouts) is the same
+over TLS; asyncio's TLS transport flows the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -52,6 +60,7 @@ from onegate.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
+from onegate.gateway.tls import tls_failure
 
 logger = logging.getLogger("onegate.transport")
 Headers = list[tuple[bytes, bytes]]
@@ -165,13 +174,27 @@ class Connection(asyncio.Protocol):
             if self._head_done and self._until_eof and exc is None:
                 self._complete = True  # a body framed by the connection's end
             elif self._error is None:
-                self._error = UpstreamResetError(
-                    "upstream closed the connection before the response was complete"
-                )
+                self._error = self._lost_error(exc)
         self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self.pool._forget(self)
+
+    def _lost_error(self, exc: Exception | None) -> Exception:
+        if isinstance(exc, ssl.SSLError) and not self._any_byte:
+            # TLS 1.3: an upstream that refuses the client certificate says so after the
+            # handshake, in answer to the request's first bytes.
+            pool = self.pool
+            return tls_failure(
+                exc, f"{pool.host}:{pool.port}", pool.server_hostname or pool.host, handshake=False
+            )
+        if self.pool.tls is not None and not self._any_byte and not self.reused:
+            # Some servers end a refused TLS session without an alert: say what it may mean.
+            return UpstreamResetError(
+                "upstream closed a new TLS connection before answering (if it requires a "
+                "client certificate, set the upstream's tls.client_cert)"
+            )
+        return UpstreamResetError("upstream closed the connection before the response was complete")
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -475,10 +498,16 @@ class ConnectionPool:
         max_connections: int = 256,
         idle_timeout: float = 4.0,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        """TLS context for an ``https://`` target; None speaks plain TCP."""
+        self.server_hostname = server_hostname if tls is not None else None
+        """Name sent in SNI and checked against the certificate (default: ``host``)."""
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_head_bytes = max_head_bytes
@@ -550,12 +579,28 @@ class ConnectionPool:
         self._open.add(connection)
         try:
             async with asyncio.timeout(timeout):
-                await self.loop.create_connection(lambda: connection, self.host, self.port)
+                if self.tls is None:
+                    await self.loop.create_connection(lambda: connection, self.host, self.port)
+                else:
+                    await self.loop.create_connection(
+                        lambda: connection,
+                        self.host,
+                        self.port,
+                        ssl=self.tls,
+                        server_hostname=self.server_hostname or self.host,
+                        # The connect timeout above bounds the handshake (asyncio's own
+                        # default is 60 s); this one must only not cut it shorter.
+                        ssl_handshake_timeout=timeout + 1.0,
+                    )
         except TimeoutError:
             self._forget(connection)
             raise UpstreamConnectTimeout(
                 f"connecting to {self.host}:{self.port} took longer than {timeout:g}s"
             ) from None
+        except ssl.SSLError as exc:
+            self._forget(connection)
+            where = f"{self.host}:{self.port}"
+            raise tls_failure(exc, where, self.server_hostname or self.host) from None
         except OSError as exc:
             self._forget(connection)
             raise UpstreamConnectError(

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -118,13 +119,20 @@ class Target:
 
 
 class RemoteTarget(Target):
-    def __init__(self, url: str, config: UpstreamConfig) -> None:
+    def __init__(self, url: str, config: UpstreamConfig, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the upstream's context, used when ``url`` is ``https://``."""
         super().__init__(url, config)
         parts = urlsplit(url)
         if parts.hostname is None:
             raise ConfigError(f"target {url!r} has no host")
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.secure = parts.scheme == "https"
+        self.port = parts.port or (443 if self.secure else 80)
+        self.tls = tls if self.secure else None
+        if self.secure and self.tls is None:
+            raise ConfigError(f"target {url!r} needs a TLS context")
+        self.server_name = config.tls.server_name or self.host
+        """The name sent in SNI and checked against the certificate (wss too)."""
         self.host_header = (parts.netloc.rsplit("@", 1)[-1]).encode("ascii")
         self.pool_config = config.pool
         self.max_head_bytes = config.max_response_header_bytes
@@ -140,6 +148,8 @@ class RemoteTarget(Target):
                 max_connections=self.pool_config.max_connections,
                 idle_timeout=self.pool_config.idle_timeout,
                 max_head_bytes=self.max_head_bytes,
+                tls=self.tls,
+                server_hostname=self.server_name,
             )
         return self._pool
 
@@ -377,25 +387,31 @@ class AsgiResponse:
             self._head.exception()  # mark retrieved
 
 
-def make_target(url: str, config: UpstreamConfig) -> Target:
+def make_target(url: str, config: UpstreamConfig, tls: ssl.SSLContext | None = None) -> Target:
     if url.startswith("asgi:"):
         return AsgiTarget(url, config)
-    return RemoteTarget(url, config)
+    return RemoteTarget(url, config, tls)
 
 
 class Upstream:
     """A named group of targets with a balancing policy, health checks and breakers."""
 
     def __init__(
-        self, name: str, config: UpstreamConfig, targets: Sequence[Target] | None = None
+        self,
+        name: str,
+        config: UpstreamConfig,
+        targets: Sequence[Target] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the context of ``https://`` targets (see ``tls.client_context``)."""
         self.name = name
         self.config = config
         # ``targets`` already built: the gateway's internal upstreams (the admin surface).
         self.targets: tuple[Target, ...] = (
             tuple(targets)
             if targets is not None
-            else tuple(make_target(u, config) for u in config.targets)
+            else tuple(make_target(u, config, tls) for u in config.targets)
         )
         self._next = itertools.count()
         self._health_task: asyncio.Task[None] | None = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -23,6 +25,7 @@ from onegate.errors import (
 )
 from onegate.gateway.exchange import Exchange
 from onegate.gateway.headers import GATEWAY_OWNED_REQUEST, REQUEST_ID, filter_headers
+from onegate.gateway.tls import tls_failure
 from onegate.gateway.upstreams import AsgiTarget, RemoteTarget
 from onegate.types import Message, Receive, Scope, Send
 
@@ -118,10 +121,15 @@ async def _relay_remote(
     if connect_message["type"] != "websocket.connect":
         return True
     query = scope.get("query_string", b"")
-    url = f"ws://{target.host_header.decode()}{path}" + (
+    scheme = "wss" if target.tls is not None else "ws"
+    url = f"{scheme}://{target.host_header.decode()}{path}" + (
         f"?{query.decode('latin-1')}" if query else ""
     )
     offered = [Subprotocol(p) for p in scope.get("subprotocols", [])]
+    # Over TLS: the upstream's context and server name, as for its HTTP requests.
+    secure: dict[str, Any] = (
+        {"ssl": target.tls, "server_hostname": target.server_name} if target.tls else {}
+    )
     try:
         upstream = await connect(
             url,
@@ -132,12 +140,21 @@ async def _relay_remote(
             max_size=None,
             compression=None,
             user_agent_header=None,
+            **secure,
         )
     except InvalidStatus as exc:
         raise UpstreamRefused(exc.response.status_code) from None
     except TimeoutError:
         raise UpstreamConnectTimeout(f"WebSocket connect to {target.url} timed out") from None
+    except ssl.SSLError as exc:
+        where = f"{target.host}:{target.port}"
+        raise tls_failure(exc, where, target.server_name) from None
     except (OSError, WebSocketException) as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ssl.SSLError):
+            # TLS 1.3: a refused client certificate shows up while reading the handshake.
+            where = f"{target.host}:{target.port}"
+            raise tls_failure(cause, where, target.server_name, handshake=False) from None
         raise UpstreamConnectError(f"WebSocket connect to {target.url} failed: {exc}") from None
     async with upstream:
         # The upstream's handshake headers (cookies, its own ids) reach the client; the

@@ -87,6 +87,14 @@ class Families:
             registry=registry,
             multiprocess_mode="livemax",
         )
+        self.upstream_tls_failures = Counter(
+            "onegate_upstream_tls_failures_total",
+            "Requests answered 502 because TLS with the upstream failed, by reason (expired, "
+            "not-yet-valid, unknown-ca, name-mismatch, revoked, invalid-certificate, "
+            "client-certificate-refused, handshake).",
+            ("upstream", "reason"),
+            registry=registry,
+        )
         self.auth_failures = Counter(
             "onegate_auth_failures_total",
             "Requests refused by the gateway's authentication (401, 403), by reason.",

@@ -16,7 +16,13 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from onegate.errors import CircuitOpen, NoHealthyTarget, UpstreamError
+from onegate.errors import (
+    TLS_FAILURE_REASONS,
+    CircuitOpen,
+    NoHealthyTarget,
+    UpstreamError,
+    UpstreamTlsError,
+)
 from onegate.http import KNOWN_METHODS, BreakerState
 from onegate.observability.families import DURATION_BUCKETS, Families
 from onegate.observability.observed import ObservedExchange, ObservedUpstream
@@ -119,6 +125,7 @@ class MetricsRecorder:
         self._series: dict[tuple[str, str, str, int], _Series] = {}
         self._dirty: list[_Series] = []
         self._upstream_errors = _Tally(families.upstream_errors)
+        self._tls_failures = _Tally(families.upstream_tls_failures)
         self._auth_failures = _Tally(families.auth_failures, overflow=(NO_ROUTE, "other"))
         self._rate_limited = _Tally(families.rate_limited)
         self._rate_limit_skipped = _Tally(families.rate_limit_skipped)
@@ -167,6 +174,11 @@ class MetricsRecorder:
         if error is not None:
             if isinstance(error, _UPSTREAM_ERRORS):
                 self._upstream_errors.add((upstream, error.slug))
+                if isinstance(error, UpstreamTlsError):
+                    # The reason comes from a fixed set; anything else would be a bug, and
+                    # must still not grow the label set.
+                    known = error.reason in TLS_FAILURE_REASONS
+                    self._tls_failures.add((upstream, error.reason if known else "handshake"))
                 return
             status = error.status  # not what was sent if the response had already started
         if status in _AUTH_FAILURES:
@@ -192,6 +204,7 @@ class MetricsRecorder:
             self.families.in_flight.set(self.in_flight)
             self._in_flight_written = self.in_flight
         self._upstream_errors.flush()
+        self._tls_failures.flush()
         self._auth_failures.flush()
         self._rate_limited.flush()
         self._rate_limit_skipped.flush()
