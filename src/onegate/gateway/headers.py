@@ -233,15 +233,17 @@ class ForwardedInfo:
             forwarded = "for=" + _forwarded_node(chain[0])
         else:
             forwarded = ", ".join(["for=" + _forwarded_node(hop) for hop in chain])
+        headers = [
+            (b"x-forwarded-for", ", ".join(self.chain).encode("latin-1")),
+            (b"x-forwarded-proto", self.proto.encode("latin-1")),
+        ]
         if self.host:
             # A quoted-string must not let the client's Host close the quotes early.
             host = self.host.replace("\\", "").replace('"', "")
             forwarded += f';host="{host}";proto={self.proto}'
+            headers.append((b"x-forwarded-host", self.host.encode("latin-1")))
         else:
+            # No host (HTTP/1.0 without Host): no X-Forwarded-Host at all, not an empty one.
             forwarded += ";proto=" + self.proto
-        return [
-            (b"x-forwarded-for", ", ".join(self.chain).encode("latin-1")),
-            (b"x-forwarded-proto", self.proto.encode("latin-1")),
-            (b"x-forwarded-host", self.host.encode("latin-1")),
-            (b"forwarded", forwarded.encode("latin-1")),
-        ]
+        headers.append((b"forwarded", forwarded.encode("latin-1")))
+        return headers

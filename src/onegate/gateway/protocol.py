@@ -187,6 +187,39 @@ def request_line_refusal(line: bytes) -> tuple[OnegateError, str] | None:
     return version_refusal(number.decode("latin-1")[:8])
 
 
+_DEFAULT_PORTS = {b"http": 80, b"https": 443}
+
+
+def absolute_form_refusal(url: Any, headers: list[tuple[bytes, bytes]]) -> OnegateError | None:
+    """Why a request with an absolute-form target (``GET http://host/path``) is refused, or
+    None. RFC 9112 section 3.2.2 has a server accept that form and take the target's authority
+    over Host; the gateway routes and forwards by Host, so the two must name the same host
+    (default ports aside), or a client could have one route chosen and another host named."""
+    scheme = (url.schema or b"").lower()
+    if scheme not in _DEFAULT_PORTS or not url.host:
+        return MalformedRequest("an absolute request target must be an http or https URL")
+    host = next((value for name, value in headers if name == b"host"), None)
+    if host is None:
+        return None  # the guard stage answers a missing Host
+    target_host = url.host.lower()
+    if b":" in target_host:
+        target_host = b"[" + target_host + b"]"  # an IPv6 literal, as Host writes it
+    default = _DEFAULT_PORTS[scheme]
+    if _host_and_port(host, default) != (target_host, url.port or default):
+        return MalformedRequest("the absolute request target names another host than Host")
+    return None
+
+
+def _host_and_port(host: bytes, default: int) -> tuple[bytes, int]:
+    """``host[:port]`` split, lower-cased, the port defaulted (the guard stage validates Host)."""
+    if host.startswith(b"["):
+        literal, _, rest = host.partition(b"]")
+        name, port = literal + b"]", rest[1:]
+    else:
+        name, _, port = host.partition(b":")
+    return name.lower(), int(port) if port.isdigit() else default
+
+
 class _Refused(Exception):
     """Raised in a parser callback to stop parsing; the reason is on the protocol."""
 
@@ -472,6 +505,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         scope["path"] = self.root_path + path
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed_url.query or b""
+        if parsed_url.schema is not None:
+            refusal = absolute_form_refusal(parsed_url, self.headers)
+            if refusal is not None:
+                self._stop(refusal, "malformed")
 
         self._phase = _BODY
         self._deadline = self.loop.time() + self.settings.body_idle

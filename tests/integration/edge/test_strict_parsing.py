@@ -153,6 +153,19 @@ def test_an_absolute_form_target_is_served(gateway: GatewayProcess) -> None:
     assert seen["x-forwarded-host"] == "gw"
 
 
+def test_an_absolute_form_target_naming_another_host_is_a_400(gateway: GatewayProcess) -> None:
+    # Routed by Host "gw" but addressed to evil.example: the two must agree (RFC 9112 3.2.2).
+    data = b"GET http://evil.example/echo HTTP/1.1\r\nHost: gw\r\n\r\n"
+    refused(gateway.port, data, 400, "malformed-request")
+
+
+def test_http10_without_host_forwards_no_empty_host_header(gateway: GatewayProcess) -> None:
+    responses, _ = exchange(gateway.port, b"GET /echo HTTP/1.0\r\n\r\n")
+    seen = json.loads(responses[0].body)["headers"]
+    assert "x-forwarded-host" not in seen
+    assert "host=" not in seen["forwarded"]
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import httptools
 import pytest
 
 from onegate.errors import (
@@ -22,6 +23,7 @@ from onegate.gateway.headers import RequestIds
 from onegate.gateway.protocol import (
     HEAD_SLACK,
     EdgeSettings,
+    absolute_form_refusal,
     problem_response,
     request_line_refusal,
     version_refusal,
@@ -140,3 +142,39 @@ def test_raw_answers_get_distinct_request_ids() -> None:
     first = parse(problem_response(MalformedRequest("x"), ids.new()))[1]["x-request-id"]
     second = parse(problem_response(MalformedRequest("x"), ids.new()))[1]["x-request-id"]
     assert first != second
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (b"http://gw/p", b"gw"),
+        (b"http://GW/p", b"gw"),  # host names are case-insensitive
+        (b"http://gw:80/p", b"gw"),  # the default port, written or not
+        (b"http://gw/p", b"gw:80"),
+        (b"https://gw/p", b"gw:443"),
+        (b"http://gw:8080/p", b"gw:8080"),
+        (b"http://[::1]:8080/p", b"[::1]:8080"),
+    ],
+)
+def test_an_absolute_target_naming_the_host_passes(target: bytes, host: bytes) -> None:
+    assert absolute_form_refusal(httptools.parse_url(target), [(b"host", host)]) is None
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        (b"http://evil.example/p", b"gw"),  # another host
+        (b"http://gw:8080/p", b"gw"),  # another port
+        (b"http://gw/p", b"gw:8080"),
+        (b"http://[::1]/p", b"[::2]"),
+        (b"ftp://gw/p", b"gw"),  # not an HTTP URL
+    ],
+)
+def test_an_absolute_target_naming_another_host_is_a_400(target: bytes, host: bytes) -> None:
+    refusal = absolute_form_refusal(httptools.parse_url(target), [(b"host", host)])
+    assert isinstance(refusal, MalformedRequest)
+    assert refusal.status == 400
+
+
+def test_a_missing_host_is_left_to_the_guard() -> None:
+    assert absolute_form_refusal(httptools.parse_url(b"http://gw/p"), []) is None
