@@ -7,6 +7,7 @@ status 2; tracebacks are for bugs only.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import json
 import os
@@ -45,6 +46,22 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Config file (default: $ONEGATE_CONFIG, else built-in)."),
 ]
+
+
+class LogFormatChoice(enum.StrEnum):
+    """The values of ``server.log_format``, as ``--log-format`` choices."""
+
+    auto = "auto"
+    json = "json"
+    text = "text"
+
+
+class StandIn(enum.StrEnum):
+    """The stand-in legacy backends, as ``dev legacy-backends --only`` choices."""
+
+    main = "main"
+    fastapi = "fastapi"
+    ai = "ai"
 
 
 def _show_version(value: bool) -> None:
@@ -112,6 +129,13 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
     ] = None,
+    log_format: Annotated[
+        LogFormatChoice | None,
+        typer.Option(
+            case_sensitive=False,
+            help="Override server.log_format: json, text, or auto (text on a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Start the gateway."""
     from onegate.gateway.server import serve as run_server
@@ -122,7 +146,13 @@ def serve(
     if busy is not None:
         fail(busy)
     try:
-        run_server(loaded, host=host, port=port, workers=workers)
+        run_server(
+            loaded,
+            host=host,
+            port=port,
+            workers=workers,
+            log_format=None if log_format is None else log_format.value,
+        )
     except ConfigError as error:
         fail(str(error))
 
@@ -319,6 +349,13 @@ def legacy_backends(
     ] = 8001,
     ai_port: Annotated[int, typer.Option(min=1, max=65535, help="AI-agents stand-in.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    only: Annotated[
+        list[StandIn] | None,
+        typer.Option(
+            metavar="<main|fastapi|ai>",
+            help="Start only this stand-in (repeatable), e.g. to stop one backend on its own.",
+        ),
+    ] = None,
 ) -> None:
     """Start the three stand-in legacy backends (main :3000, fastapi :8001, ai :8000)."""
     from onegate.dev.legacy import main as legacy_main
@@ -329,6 +366,7 @@ def legacy_backends(
             f"--fastapi-port={fastapi_port}",
             f"--ai-port={ai_port}",
             f"--host={host}",
+            *(f"--only={name.value}" for name in only or ()),
         ]
     )
 

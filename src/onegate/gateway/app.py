@@ -63,10 +63,15 @@ class Gateway:
     # --- health ----------------------------------------------------------------------------
 
     def readiness(self) -> dict[str, Any]:
+        """The ``/readyz`` document. ``status``: ``ready``; ``degraded`` when an upstream has
+        no available target; ``unavailable`` (answered with 503) when one of those is required
+        by ``server.readiness.require``."""
         upstreams = {n: u.describe() for n, u in self.runtime.upstreams.items()}
         degraded = [n for n, u in upstreams.items() if u["available"] == 0]
+        required = self.runtime.config.server.readiness.require
+        missing = [n for n in degraded if required == "all" or n in required]
         return {
-            "status": "degraded" if degraded else "ready",
+            "status": "unavailable" if missing else "degraded" if degraded else "ready",
             "config": {
                 "path": str(self.runtime.source.path) if self.runtime.source.path else None,
                 "loaded_at": self.loaded_at,
@@ -76,6 +81,7 @@ class Gateway:
             },
             "upstreams": upstreams,
             "unavailable_upstreams": degraded,
+            "required_upstreams": sorted(upstreams) if required == "all" else list(required),
         }
 
     async def _health(self, path: str, send: Send) -> None:
@@ -84,7 +90,9 @@ class Gateway:
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                # 503 only when a required upstream is out: a load balancer then sends this
+                # gateway's traffic elsewhere; the body is the same document either way.
+                "status": 503 if document["status"] == "unavailable" else 200,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

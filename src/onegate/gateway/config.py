@@ -287,6 +287,17 @@ class ListenerTls(Model):
     """PEM private key of the certificate (unencrypted)."""
 
 
+class Readiness(Model):
+    """When ``/readyz`` answers 503 instead of 200 (see docs/operations.md)."""
+
+    require: list[str] | Literal["all"] = Field(default_factory=list)
+    """Upstreams without which this gateway should take no traffic: ``/readyz`` answers 503
+    while any of them has no available target (all unhealthy or behind an open breaker).
+    ``all`` names every upstream. Empty (the default): 200 whatever the upstreams' state, with
+    ``status: degraded`` in the body, so that one backend's outage does not take the whole
+    gateway out of a load balancer."""
+
+
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -319,6 +330,13 @@ class ServerConfig(Model):
     """Serve HTTPS with a certificate and key; None (the default) serves plain HTTP, for a
     gateway behind a load balancer that ends TLS. Enabling or disabling it needs a restart;
     a new certificate does not."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """Format of the process log on stderr (start, stop, reloads, health changes, errors):
+    ``json``, one object per line; ``text``, a readable line; ``auto``, text when stderr is a
+    terminal and JSON otherwise. ``onegate serve --log-format`` overrides it; a change takes a
+    restart. The access log is JSON whatever this says."""
+    readiness: Readiness = Readiness()
+    """Which upstreams ``/readyz`` requires to answer 200."""
 
 
 class GatewayConfig(Model):
@@ -346,6 +364,13 @@ class GatewayConfig(Model):
         for name in self.upstreams:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"upstreams.{name}: use letters, digits, '-' and '_'")
+        required = self.server.readiness.require
+        for index, name in enumerate(required if required != "all" else []):
+            if name not in self.upstreams:
+                raise ValueError(
+                    f"server.readiness.require[{index}]: unknown upstream {name!r} "
+                    f"(known: {', '.join(sorted(self.upstreams)) or 'none'})"
+                )
         return self
 
 

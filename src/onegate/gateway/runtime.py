@@ -73,7 +73,9 @@ class Runtime:
                         "upstream %s: TLS certificates are NOT verified (tls.verify: false)", name
                     )
             try:
-                self.upstreams[name] = Upstream(name, upstream_config, tls=tls)
+                self.upstreams[name] = Upstream(
+                    name, upstream_config, tls=tls, health_log=process.observability.health_log
+                )
             except ConfigError as exc:
                 raise source.error(exc.detail, "upstreams", name, "targets") from exc
         # Everything the stages are built from exists before the first stage is: the gateway's

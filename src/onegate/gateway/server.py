@@ -34,6 +34,7 @@ from onegate.gateway.config import CONFIG_ENV, Config
 from onegate.gateway.runtime import Runtime
 from onegate.gateway.tls import ListenerCertificate
 from onegate.observability.multiprocess import metrics_directory, worker_exited
+from onegate.observability.processlog import LogFormat, logging_config, resolve_format
 
 logger = logging.getLogger("uvicorn.error")  # where uvicorn's supervisor logs its own lines
 
@@ -207,13 +208,21 @@ def default_workers() -> int:
 
 
 def serve(
-    config: Config, *, host: str | None = None, port: int | None = None, workers: int | None = None
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    log_format: LogFormat | None = None,
 ) -> None:
     server_config = config.gateway.server
     workers = workers or server_config.workers or default_workers()
     if config.path is not None:
         os.environ[CONFIG_ENV] = str(config.path.resolve())  # the workers load it again
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # One logging set-up for this process and every worker: uvicorn applies the dictionary in
+    # uvicorn.Config below, and again in each worker it spawns (they inherit this stderr, so
+    # the format is decided here, once).
+    log_config = logging_config(resolve_format(log_format or server_config.log_format))
     uv_config = uvicorn.Config(
         "onegate.gateway.app:create_app",
         factory=True,
@@ -237,6 +246,7 @@ def serve(
         timeout_graceful_shutdown=math.ceil(server_config.drain_seconds),
         # Unused: the protocol keeps its own keep-alive deadline (server.client_timeouts).
         timeout_keep_alive=math.ceil(server_config.client_timeouts.keep_alive),
+        log_config=log_config,
         log_level="info",
     )
     server = GatewayServer(uv_config)

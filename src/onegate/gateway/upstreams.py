@@ -35,6 +35,7 @@ from onegate.gateway.body import RequestBody
 from onegate.gateway.breaker import CircuitBreaker, Ticket
 from onegate.gateway.config import Timeouts, UpstreamConfig
 from onegate.gateway.transport import ConnectionPool, encode_head
+from onegate.observability.healthlog import HealthLog
 from onegate.types import ASGIApp, Message, Scope
 
 logger = logging.getLogger("onegate.upstreams")
@@ -403,10 +404,14 @@ class Upstream:
         targets: Sequence[Target] | None = None,
         *,
         tls: ssl.SSLContext | None = None,
+        health_log: HealthLog | None = None,
     ) -> None:
-        """``tls``: the context of ``https://`` targets (see ``tls.client_context``)."""
+        """``tls``: the context of ``https://`` targets (see ``tls.client_context``);
+        ``health_log``: where health changes are reported (the process's, shared by its
+        upstreams, so that one worker speaks for the gateway)."""
         self.name = name
         self.config = config
+        self.health_log = health_log if health_log is not None else HealthLog()
         # ``targets`` already built: the gateway's internal upstreams (the admin surface).
         self.targets: tuple[Target, ...] = (
             tuple(targets)
@@ -488,12 +493,7 @@ class Upstream:
             if target._health_streak >= needed:
                 target.healthy = ok
                 target._health_streak = 0
-                logger.warning(
-                    "upstream %s target %s is now %s",
-                    self.name,
-                    target.url,
-                    "healthy" if ok else "unhealthy",
-                )
+                self.health_log.changed(self.name, target.url, ok)
         else:
             target._health_streak = 0
 

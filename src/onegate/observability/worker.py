@@ -29,6 +29,7 @@ from onegate.observability.accesslog import AccessLog
 from onegate.observability.config import TracingConfig
 from onegate.observability.connections import ConnectionStats
 from onegate.observability.families import Families
+from onegate.observability.healthlog import HealthLog
 from onegate.observability.linewriter import LineWriter
 from onegate.observability.observed import ObservedUpstream
 from onegate.observability.recorder import MetricsRecorder
@@ -50,6 +51,8 @@ class Worker:
         self._tracings: dict[TracingConfig, Tracing] = {}
         self.connections = ConnectionStats()
         """Client connections: counted by the HTTP protocol, flushed with the metrics."""
+        self.health_log = HealthLog()
+        """Where upstreams report target health changes (logged once per gateway)."""
 
     def recorder(self) -> MetricsRecorder:
         if self._recorder is None:
@@ -111,4 +114,5 @@ class Worker:
             except Exception:
                 logger.exception("tracing exporter failed to shut down")
         self._tracings.clear()
+        self.health_log.close()
         multiprocess.worker_exited(os.getpid())

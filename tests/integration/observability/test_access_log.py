@@ -37,11 +37,14 @@ def gateway(
 
 
 def access_lines(gateway: GatewayProcess) -> list[dict[str, Any]]:
-    """Every access-log line so far; anything else in the output is the server's own log."""
+    """Every access-log line so far; anything else in the output is the server's own log
+    (JSON lines too, off a terminal: told apart by their ``logger`` key)."""
     records = []
     for line in gateway.log().splitlines():
         if line.startswith("{"):
-            records.append(json.loads(line))  # a torn or merged line fails here
+            record = json.loads(line)  # a torn or merged line fails here
+            if "logger" not in record:
+                records.append(record)
     return records
 
 

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -41,12 +41,23 @@ class _Backend:
     server_header: bool
 
 
-def _backends(ports: LegacyPorts) -> list[_Backend]:
-    return [
+#: The stand-ins' names, in the order they are started and announced.
+BACKENDS = ("main", "fastapi", "ai")
+
+
+def _backends(ports: LegacyPorts, only: Collection[str] | None = None) -> list[_Backend]:
+    """The stand-ins to serve: all three, or those named in ``only``."""
+    backends = [
         _Backend("main", main_app, ports.main, keep_alive=5, server_header=False),
         _Backend("fastapi", fastapi_app, ports.fastapi, keep_alive=2, server_header=True),
         _Backend("ai", ai_app, ports.ai, keep_alive=5, server_header=True),
     ]
+    if only is None:
+        return backends
+    unknown = set(only) - set(BACKENDS)
+    if unknown:
+        raise ValueError(f"unknown stand-in(s): {', '.join(sorted(unknown))}")
+    return [backend for backend in backends if backend.name in only]
 
 
 class _Server(uvicorn.Server):
@@ -99,11 +110,15 @@ def _stop_on_signals(servers: list[_Server]) -> Iterator[None]:
 
 
 async def serve_legacy_backends(
-    ports: LegacyPorts, host: str = "127.0.0.1", ready: asyncio.Event | None = None
+    ports: LegacyPorts,
+    host: str = "127.0.0.1",
+    ready: asyncio.Event | None = None,
+    only: Collection[str] | None = None,
 ) -> None:
-    """Serve the three stand-ins until cancelled, interrupted or terminated.
+    """Serve the three stand-ins (or those named in ``only``) until cancelled, interrupted or
+    terminated.
 
-    ``ready`` is set once all three listen. Cancellation, SIGINT and SIGTERM shut all three
+    ``ready`` is set once all of them listen. Cancellation, SIGINT and SIGTERM shut all three
     down gracefully (open streams get a few seconds to finish). If one cannot start or stops
     on its own, the others are stopped and its error is raised.
     """
@@ -122,7 +137,7 @@ async def serve_legacy_backends(
             ),
             backend.name,
         )
-        for backend in _backends(ports)
+        for backend in _backends(ports, only)
     ]
     with _stop_on_signals(servers):
         tasks = [
@@ -154,15 +169,17 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _serve_and_announce(ports: LegacyPorts, host: str) -> None:
+async def _serve_and_announce(
+    ports: LegacyPorts, host: str, only: Collection[str] | None = None
+) -> None:
     ready = asyncio.Event()
-    serving = asyncio.create_task(serve_legacy_backends(ports, host, ready))
+    serving = asyncio.create_task(serve_legacy_backends(ports, host, ready, only))
     announced = asyncio.create_task(ready.wait())
     await asyncio.wait([serving, announced], return_when=asyncio.FIRST_COMPLETED)
     announced.cancel()
     if ready.is_set():
-        # Printed only once all three listen, so a script may wait for these lines.
-        for backend in _backends(ports):
+        # Printed only once all of them listen, so a script may wait for these lines.
+        for backend in _backends(ports, only):
             print(f"{backend.name:<9} {_url(host, backend.port)}", flush=True)
     await serving
 
@@ -185,12 +202,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fastapi-port", type=_port, default=defaults.fastapi, metavar="PORT")
     parser.add_argument("--ai-port", type=_port, default=defaults.ai, metavar="PORT")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BACKENDS,
+        metavar="NAME",
+        help="Serve only this stand-in (repeatable): main, fastapi or ai. Default: all three.",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ports = LegacyPorts(main=args.main_port, fastapi=args.fastapi_port, ai=args.ai_port)
     try:
-        asyncio.run(_serve_and_announce(ports, args.host))
+        asyncio.run(_serve_and_announce(ports, args.host, args.only))
     except OSError as exc:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
