@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import uvloop
 import yaml
 
 from helpers.gateway import gateway_config
@@ -55,7 +56,8 @@ class _LoopThread:
     """An event loop running in a daemon thread, and a way to run coroutines on it."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        # uvloop, as under `onegate serve`: its transports are the ones production runs on.
+        self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="onegate-in-process", daemon=True
         )

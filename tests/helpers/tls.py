@@ -7,6 +7,7 @@ one. Names that parse as IP addresses go in the certificate as IP SANs, others a
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.server
 import ipaddress
@@ -184,11 +185,15 @@ class TlsHttpServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+        accepted: list[socket.socket] = []
+        self._accepted = accepted
+
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
 
             def get_request(self) -> tuple[socket.socket, object]:
                 raw, address = self.socket.accept()
+                accepted.append(raw)
                 return context.wrap_socket(
                     raw, server_side=True, do_handshake_on_connect=False
                 ), address
@@ -206,3 +211,9 @@ class TlsHttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5.0)
+        # Daemon handler threads may still hold kept-alive connections: close them here, not
+        # whenever the collector finds them (a ResourceWarning in some later test).
+        for raw in self._accepted:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+            raw.close()

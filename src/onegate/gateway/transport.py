@@ -407,8 +407,14 @@ class Connection(asyncio.Protocol):
         self._active = False
         if not self.closed:
             self.closed = True
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                # A graceful close waits until unsent bytes are written; to an upstream that
+                # stopped reading that is forever, and the socket would outlive the pool.
+                if transport.get_write_buffer_size():
+                    transport.abort()
+                else:
+                    transport.close()
         self.pool._forget(self)
 
 
