@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from helpers.gateway import GatewayProcess, run_gateway, wait_for, worker_pids
+from helpers.inflight import InFlight
 from helpers.legacy import LegacyBackends
 
 EVENTS = 14
@@ -26,38 +25,6 @@ INTERVAL_MS = 150  # a stream of about two seconds: it outlasts the newcomers' a
 # the signal, Python runs the handler at its next bytecode.
 SIGNAL_DELIVERY = 0.05
 ATTEMPTS_FOR = 1.0
-
-
-class Stream:
-    """A server-sent event stream read to its end in a thread."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.status = 0
-        self.body = b""
-        self.error: BaseException | None = None
-        self.ended = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with httpx.Client(timeout=20) as client, client.stream("GET", self.url) as response:
-                self.status = response.status_code
-                for piece in response.iter_raw():
-                    self.body += piece
-        except BaseException as error:
-            self.error = error
-        finally:
-            self.ended = time.monotonic()
-
-    @property
-    def events(self) -> int:
-        return self.body.count(b"data: ")
-
-    def join(self, timeout: float = 20) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"{self.url} never ended"
 
 
 def connect_outcome(port: int) -> str:
@@ -91,7 +58,7 @@ def test_no_connection_is_accepted_after_sigterm_while_a_stream_drains(
         if workers > 1:  # one worker is the process itself: nothing to wait for
             wait_for(lambda: len(worker_pids(gateway)) == workers, 10.0, "every worker up")
         assert connect_outcome(gateway.port) == "accepted"
-        stream = Stream(f"{gateway.url}/api/ai/stream?events={EVENTS}&interval_ms={INTERVAL_MS}")
+        stream = InFlight(f"{gateway.url}/api/ai/stream?events={EVENTS}&interval_ms={INTERVAL_MS}")
         wait_for(lambda: stream.events >= 1, 5.0, "stream flowing")
 
         gateway.signal(signal.SIGTERM)

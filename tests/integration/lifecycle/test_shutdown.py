@@ -7,43 +7,14 @@ out, and the process exits anyway.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from helpers.gateway import GatewayProcess, run_gateway, wait_for
+from helpers.inflight import InFlight
 from helpers.legacy import LegacyBackends, upstreams_and_routes
-
-
-class InFlight:
-    """One request run to its end in a thread: its status, body, error and end time."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.status = 0
-        self.body = b""
-        self.error: BaseException | None = None
-        self.ended = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with httpx.Client(timeout=20) as client, client.stream("GET", self.url) as response:
-                self.status = response.status_code
-                for piece in response.iter_raw():
-                    self.body += piece
-        except BaseException as error:
-            self.error = error
-        finally:
-            self.ended = time.monotonic()
-
-    def join(self, timeout: float = 20) -> InFlight:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"{self.url} never ended"
-        return self
 
 
 def outstanding(gateway: GatewayProcess, upstream: str) -> int:
