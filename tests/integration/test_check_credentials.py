@@ -8,10 +8,8 @@ would, and every command runs as a subprocess so its exit status and output are 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,21 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli import clean_environment, onegate
 from helpers.gateway import GatewayProcess, run_gateway
 
 ISO_8601 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-
-
-def onegate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
-    environ.pop("COLUMNS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "onegate", *args],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
-    )
 
 
 @dataclass
@@ -45,7 +32,8 @@ class Protected:
     created: dict[str, object]
 
     def check(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return onegate("check", "--config", str(self.config), "--json", *args, **env)
+        command = ("check", "--config", str(self.config), "--json", *args)
+        return onegate(*command, env=clean_environment(**env))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from helpers.cli import clean_environment, onegate
 from helpers.legacy import free_port
 
 GOOD = """\
@@ -38,22 +39,6 @@ routes:
     match: {prefix: /api}
     upstream: main
 """
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without any onegate settings, plus ``extra``."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
-    return {**environ, **extra}
-
-
-def onegate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "onegate", *args],
-        capture_output=True,
-        text=True,
-        env=env or clean_environment(),
-        timeout=60,
-    )
 
 
 def write(tmp_path: Path, text: str, name: str = "onegate.yaml") -> Path:

@@ -4,16 +4,14 @@ already in use. Each runs the real command as a subprocess."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-import onegate
+from helpers.cli import onegate
+from onegate import __version__
 
 GOOD = """\
 upstreams:
@@ -42,18 +40,6 @@ auth:
 )
 
 
-def onegate_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
-    environ.pop("COLUMNS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "onegate", *args],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
-    )
-
-
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "onegate.yaml"
     path.write_text(text)
@@ -61,9 +47,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_version() -> None:
-    done = onegate_cli("--version")
+    done = onegate("--version")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"onegate {onegate.__version__}"
+    assert done.stdout.strip() == f"onegate {__version__}"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +62,7 @@ def test_version() -> None:
     ],
 )
 def test_boolean_flags_are_shown_as_flags(command: list[str], flags: list[str]) -> None:
-    done = onegate_cli(*command, "--help")
+    done = onegate(*command, "--help")
     assert done.returncode == 0, done.stderr
     for flag in [*flags, "--help"]:
         (line,) = [ln for ln in done.stdout.splitlines() if ln.strip().startswith(flag + " ")]
@@ -86,7 +72,7 @@ def test_boolean_flags_are_shown_as_flags(command: list[str], flags: list[str]) 
 
 
 def test_legacy_backends_help_lists_its_options() -> None:
-    done = onegate_cli("dev", "legacy-backends", "--help")
+    done = onegate("dev", "legacy-backends", "--help")
     assert done.returncode == 0, done.stderr
     for option in ("--main-port", "--fastapi-port", "--ai-port", "--host"):
         assert option in done.stdout
@@ -98,7 +84,7 @@ def test_validate_prints_every_problem_one_per_line(tmp_path: Path) -> None:
         tmp_path,
         GOOD.replace("prefix: /api", "prefx: /api") + "server:\n  port: eighty\n  workrs: 2\n",
     )
-    done = onegate_cli("config", "validate", str(path))
+    done = onegate("config", "validate", str(path))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "more)" not in done.stderr
     lines = done.stderr.splitlines()
@@ -115,21 +101,21 @@ def test_validate_prints_every_problem_one_per_line(tmp_path: Path) -> None:
 def test_validate_takes_the_file_like_every_other_command(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     for done in (
-        onegate_cli("config", "validate", "--config", str(path)),
-        onegate_cli("config", "validate", "-c", str(path)),
-        onegate_cli("config", "validate", ONEGATE_CONFIG=str(path)),
-        onegate_cli("config", "validate", str(path)),
+        onegate("config", "validate", "--config", str(path)),
+        onegate("config", "validate", "-c", str(path)),
+        onegate("config", "validate", ONEGATE_CONFIG=str(path)),
+        onegate("config", "validate", str(path)),
     ):
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{path}: ok (1 routes, 1 upstreams)"
     other = write(tmp_path / "..", GOOD)
-    both = onegate_cli("config", "validate", str(path), "--config", str(other))
+    both = onegate("config", "validate", str(path), "--config", str(other))
     assert both.returncode == 2 and both.stderr.startswith("onegate: two files given")
 
 
 def test_validate_reports_unset_secrets_as_not_set_here(tmp_path: Path) -> None:
     path = write(tmp_path, SECRETS)
-    done = onegate_cli("config", "validate", "--config", str(path))
+    done = onegate("config", "validate", "--config", str(path))
     assert done.returncode == 0, done.stderr
     ok, note = done.stdout.splitlines()
     assert ok == f"{path}: ok (1 routes, 1 upstreams)"
@@ -138,15 +124,15 @@ def test_validate_reports_unset_secrets_as_not_set_here(tmp_path: Path) -> None:
         "(the gateway will need it)"
     )
     # Set, it is used as it is and not mentioned; set too short, it is judged like any other.
-    good = onegate_cli("config", "validate", str(path), STAFF_SECRET_FOR_TEST="k" * 40)
+    good = onegate("config", "validate", str(path), STAFF_SECRET_FOR_TEST="k" * 40)
     assert good.returncode == 0 and "not set" not in good.stdout
-    weak = onegate_cli("config", "validate", str(path), STAFF_SECRET_FOR_TEST="short")
+    weak = onegate("config", "validate", str(path), STAFF_SECRET_FOR_TEST="short")
     assert weak.returncode == 2
 
 
 def test_validate_still_fails_other_problems_with_secrets_unset(tmp_path: Path) -> None:
     path = write(tmp_path, SECRETS.replace("upstream: main", "upstream: nope"))
-    done = onegate_cli("config", "validate", str(path))
+    done = onegate("config", "validate", str(path))
     assert done.returncode == 2
     assert "unknown upstream 'nope'" in done.stderr
 
@@ -158,7 +144,7 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         started = time.monotonic()
-        done = onegate_cli("serve", "--config", str(path), "--port", str(port))
+        done = onegate("serve", "--config", str(path), "--port", str(port))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"onegate: port {port} on 127.0.0.1 is already in use (another onegate?); use --port"

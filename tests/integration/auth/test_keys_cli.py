@@ -5,9 +5,7 @@ issuer's ``cache_seconds``, a rotated one keeps working for the overlap only."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,22 +17,12 @@ import yaml
 from typer.testing import CliRunner
 
 from helpers.auth_setup import key_issuer
+from helpers.cli import onegate
 from helpers.gateway import GatewayProcess, run_gateway
 from helpers.legacy import LegacyBackends
 from onegate.cli import app
 
 CACHE_SECONDS = 0.5
-
-
-def onegate(*args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("ONEGATE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "onegate", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-    )
 
 
 @dataclass

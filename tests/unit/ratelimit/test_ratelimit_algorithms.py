@@ -93,20 +93,29 @@ def hit(state: WindowCounts | Bucket, limit: int, window: float, now: float) -> 
     return token_bucket(state, limit, window, now)
 
 
+def random_history(
+    rng: random.Random, algorithm: str
+) -> tuple[WindowCounts | Bucket, int, float, float]:
+    """A state after a random burst of hits, with its limit, window and the time after it."""
+    limit = rng.randint(1, 12)
+    window = rng.choice([0.5, 1.0, 7.0, 60.0])
+    now = rng.uniform(0, 1000)
+    state: WindowCounts | Bucket = (
+        WindowCounts() if algorithm == "sliding_window" else Bucket(limit, now)
+    )
+    for _ in range(rng.randint(0, 30)):
+        now += rng.expovariate(limit / window)
+        hit(state, limit, window, now)
+    return state, limit, window, now + rng.uniform(0, window)
+
+
 @pytest.mark.parametrize("algorithm", ["sliding_window", "token_bucket"])
 def test_remaining_is_exactly_what_is_allowed_right_now(algorithm: str) -> None:
     """Whatever the history, after a decision with remaining r, exactly r more fit at once."""
     rng = random.Random(7)
     checked = 0
     for _ in range(300):
-        limit = rng.randint(1, 12)
-        window = rng.choice([0.5, 1.0, 7.0, 60.0])
-        now = rng.uniform(0, 1000)
-        state = WindowCounts() if algorithm == "sliding_window" else Bucket(limit, now)
-        for _ in range(rng.randint(0, 30)):
-            now += rng.expovariate(limit / window)
-            hit(state, limit, window, now)
-        now += rng.uniform(0, window)
+        state, limit, window, now = random_history(rng, algorithm)
         decision = hit(state, limit, window, now)
         if not decision.allowed:
             continue
@@ -124,14 +133,7 @@ def test_waiting_reset_when_nothing_is_left_is_enough_and_needed(algorithm: str)
     rng = random.Random(11)
     checked = 0
     for _ in range(400):
-        limit = rng.randint(1, 12)
-        window = rng.choice([0.5, 1.0, 7.0, 60.0])
-        now = rng.uniform(0, 1000)
-        state = WindowCounts() if algorithm == "sliding_window" else Bucket(limit, now)
-        for _ in range(rng.randint(0, 30)):
-            now += rng.expovariate(limit / window)
-            hit(state, limit, window, now)
-        now += rng.uniform(0, window)
+        state, limit, window, now = random_history(rng, algorithm)
         decision = hit(state, limit, window, now)
         while decision.remaining > 0:
             decision = hit(state, limit, window, now)
