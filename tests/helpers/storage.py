@@ -3,13 +3,15 @@ an owner's migrations directory written revision by revision."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy import Engine
 
-from onegate.storage import open_engine
+from onegate.storage import SqlStore, open_engine
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -80,3 +82,24 @@ class Migrations:
         text = _REVISION.format(doc=doc, revision=revision, down=self.head, body=body)
         (self.path / f"{revision}.py").write_text(text)
         self.head = revision
+
+
+def first_use_at_once(stores: Sequence[SqlStore], use: Callable[[SqlStore], object]) -> None:
+    """``use`` every store from its own thread at the same time (as workers starting together
+    do), close them, and fail if any use raised."""
+    failures: list[BaseException] = []
+
+    def first_use(store: SqlStore) -> None:
+        try:
+            use(store)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert failures == []

@@ -6,12 +6,11 @@ either lock (the SQLite lock file, the PostgreSQL advisory lock) fails these tes
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import sqlalchemy
 
-from helpers.storage import Database, Migrations
+from helpers.storage import Database, Migrations, first_use_at_once
 from onegate.storage import SqlStore, open_engine
 from onegate.storage.locks import ADVISORY_LOCK, SQLITE_LOCK_SUFFIX
 
@@ -75,22 +74,7 @@ def test_owners_of_different_databases_migrate_side_by_side(tmp_path: Path) -> N
         )
         engine = open_engine(f"sqlite:///{name}.db", tmp_path)
         stores.append(SqlStore(engine, migrations=migrations.path, version_table="v_side"))
-    failures: list[BaseException] = []
-
-    def first_use(store: SqlStore) -> None:
-        try:
-            store.ensure_schema()
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=first_use, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for store in stores:
-        store.close()
-    assert failures == []
+    first_use_at_once(stores, SqlStore.ensure_schema)
     for name in ("left", "right"):
         database = Database("sqlite", f"sqlite:///{name}.db", tmp_path)
         assert database.tables() == {f"onegate_test_{name}", "v_side"}

@@ -6,7 +6,6 @@ trips over the other's history, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import sqlalchemy
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from helpers.storage import Database, Migrations
+from helpers.storage import Database, Migrations, first_use_at_once
 from onegate.auth import apikey
 from onegate.auth.keystore import KeyRecord, open_store
 from onegate.auth.keystore.schema import TABLE as KEYS_TABLE
@@ -92,22 +91,7 @@ def test_owners_sharing_one_version_table_would_collide(
 
 def test_workers_starting_at_once_migrate_once(database: Database, notes: Migrations) -> None:
     stores = [notes_store(database, notes) for _ in range(4)]
-    failures: list[BaseException] = []
-
-    def first_use(store: SqlStore) -> None:
-        try:
-            store.run(read_notes)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=first_use, args=(store,)) for store in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for store in stores:
-        store.close()
-    assert failures == []
+    first_use_at_once(stores, lambda store: store.run(read_notes))
     assert database.versions(NOTES_VERSIONS) == ["notes_0001"]
 
 
